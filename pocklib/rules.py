@@ -16,6 +16,11 @@ Units and conventions, written once here and followed everywhere in pocklib:
   the stop loss wins (we cannot know the order inside a candle; assume the worse).
 * A candle in which a stop closed the position does not act on its own closing signal (the stop
   is the exit; a new entry waits for the next signal). This is vectorbt's order of events.
+* With ``fill="next_open"`` a signal on candle i is an order at candle i+1's open; candle i+1's
+  stop check comes first, so a stop there pre-empts a waiting SELL, and a BUY signalled on a
+  stop candle is dropped.
+* Trade times are the open time of the candle in which the fill happened. No position is opened
+  on the last candle of the data.
 * A taker fee of ``fee_rate * notional`` is paid on every fill, entry and exit.
 * Quantity: ``position_usd / price`` rounded **down** to the symbol's lot step. When that is below
   the exchange's minimum notional, ``min_notional="round_up"`` (default) takes the smallest step
@@ -67,12 +72,12 @@ class SymbolSpec:
 
     def round_qty_down(self, qty: float) -> float:
         """``qty`` rounded down to a multiple of ``step`` (decimal arithmetic)."""
-        return float(_to_step(qty, self.step, ROUND_FLOOR))
+        return float(_to_step(float(qty), self.step, ROUND_FLOOR))
 
     def round_price(self, price: float) -> float:
         """``price`` rounded to the nearest multiple of ``tick``."""
         t = Decimal(self.tick)
-        return float((Decimal(repr(price)) / t).quantize(Decimal(1)) * t)
+        return float((Decimal(repr(float(price))) / t).quantize(Decimal(1)) * t)
 
     def format_qty(self, qty: float) -> str:
         """``qty`` as the exact decimal string the exchange accepts (rounded down to step)."""
@@ -81,12 +86,12 @@ class SymbolSpec:
     def format_price(self, price: float) -> str:
         """``price`` rounded to tick, as an exact decimal string."""
         t = Decimal(self.tick)
-        return _fmt((Decimal(repr(price)) / t).quantize(Decimal(1)) * t, self.tick)
+        return _fmt((Decimal(repr(float(price))) / t).quantize(Decimal(1)) * t, self.tick)
 
 
 def _to_step(x: float, step: str, rounding: str) -> Decimal:
     s = Decimal(step)
-    return (Decimal(repr(x)) / s).to_integral_value(rounding=rounding) * s
+    return (Decimal(repr(float(x))) / s).to_integral_value(rounding=rounding) * s
 
 
 def _fmt(d: Decimal, step: str) -> str:
@@ -221,6 +226,7 @@ def order_qty(price: float, rules: Rules, symbol: str) -> float:
     the ``min_notional`` policy applies: ``round_up`` to the smallest valid step multiple if its
     notional fits in ``capital``, else 0.0 (skip).
     """
+    price = float(price)  # numpy scalars have a repr Decimal cannot read
     if not (price > 0 and math.isfinite(price)):
         raise ValueError(f"price: must be a positive number; got {price!r}")
     spec = rules.spec(symbol)

@@ -67,3 +67,10 @@ def test_formatting_is_exact_decimal():
 def test_stop_levels_are_fractions_of_entry():
     sl, tp = stop_levels(100.0, Rules())
     assert sl == pytest.approx(99.0) and tp == pytest.approx(101.5)
+
+
+def test_numpy_scalars_are_accepted():
+    import numpy as np
+
+    assert order_qty(np.float64(3000.0), Rules(), "ETHUSDT") == 0.05
+    assert DEFAULT_SPECS["BTCUSDT"].format_qty(np.float64(0.0025)) == "0.002"

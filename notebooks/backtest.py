@@ -1,0 +1,162 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Backtest: MA crossover on Binance USD-M 5m candles
+#
+# Fast SMA over slow SMA: a BUY opens a long, a SELL closes it; stop loss and take profit from
+# the fill price; fees on every fill. The conventions (fill price, stop before target, gaps) are
+# those of `pocklib.rules` — the dry run and the live session follow the same ones.
+#
+# Run headless: `papermill notebooks/backtest.ipynb out.ipynb -k python3 -p fast 12 -p slow 26`;
+# on pulled history: `-p data futures -p start 2025-01-01 -p end 2025-02-01` (cache of
+# `python -m pocklib pull`). Unknown parameter names are rejected.
+# The default `data="sample"` is **synthetic** data shipped with pocklib (not Binance prices).
+
+# %%
+_names_before_parameters = set(globals())
+
+# %% tags=["parameters"]
+symbols = ["BTCUSDT", "ETHUSDT"]
+interval = "5m"
+start = None
+end = None
+data = "sample"
+fast = 9
+slow = 21
+capital = 500.0
+position_usd = 150.0
+stop_loss_pct = 0.01
+take_profit_pct = 0.015
+fee_rate = 0.0005
+fill = "close"
+out_dir = "out/backtest"
+
+# %%
+# Validate every parameter before anything runs: unknown names (a typo in `-p`) are errors, and
+# Rules checks values (papermill passes `-p capital 500` as an int: from_params makes it a float).
+_PARAMETERS = ("symbols", "interval", "start", "end", "data", "fast", "slow", "capital", "position_usd",
+              "stop_loss_pct", "take_profit_pct", "fee_rate", "fill", "out_dir")
+_unknown = sorted(n for n in set(globals()) - _names_before_parameters
+                  if not n.startswith("_") and n not in _PARAMETERS)
+if _unknown:
+    raise ValueError(f"unknown parameter(s) {_unknown}; known: {list(_PARAMETERS)}")
+
+import json
+from pathlib import Path
+
+import ipywidgets as widgets
+import pandas as pd
+import plotly.io as pio
+from IPython.display import Markdown, display
+
+from pocklib import backtest, charts, history
+from pocklib.rules import Rules
+
+pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
+
+rules = Rules.from_params(symbols=symbols, interval=interval, fast=fast, slow=slow, capital=capital,
+                          position_usd=position_usd, stop_loss_pct=stop_loss_pct,
+                          take_profit_pct=take_profit_pct, fee_rate=fee_rate, fill=fill)
+pd.Series(rules.to_dict())
+
+# %% [markdown]
+# ## Candles and gaps
+# Missing candles are not filled: the MAs run over the candles that exist, so a crossing may
+# span a gap.
+
+# %%
+frames = {s: history.load(data, s, interval=interval, start=start, end=end) for s in rules.symbols}
+synthetic = any(f.attrs.get("synthetic", False) for f in frames.values())
+if synthetic:
+    display(Markdown("**SYNTHETIC sample data** — made-up candles for running the notebook offline; "
+                     "do not draw trading conclusions from them."))
+summary = pd.DataFrame({s: {"candles": len(f), "first": f.index[0], "last": f.index[-1]} for s, f in frames.items()}).T
+display(summary)
+gap_report = pd.concat({s: history.gaps(f, interval) for s, f in frames.items()}, names=["symbol", "#"])
+gap_report
+
+# %% [markdown]
+# ## Run
+
+# %%
+result = backtest.run(frames, rules)
+stats = backtest.stats_table(result)
+stats
+
+# %%
+for s in rules.symbols:
+    charts.price_figure(frames[s], result.trades, s, rules.fast, rules.slow, synthetic=synthetic).show()
+
+# %%
+charts.equity_figure(result.equity, rules.capital, synthetic=synthetic).show()
+
+# %%
+result.trades
+
+# %% [markdown]
+# ## Try other windows
+# Move the sliders to re-run the backtest of one symbol (interactive sessions only; a headless
+# run just builds the controls).
+
+# %%
+_w_symbol = widgets.Dropdown(options=list(rules.symbols), description="symbol")
+_w_fast = widgets.IntSlider(value=rules.fast, min=2, max=50, description="fast")
+_w_slow = widgets.IntSlider(value=rules.slow, min=3, max=200, description="slow")
+_w_out = widgets.Output()
+
+
+def _rerun(symbol, fast_window, slow_window):
+    """Backtest one symbol with other windows: (summary line, result or None)."""
+    if fast_window >= slow_window:
+        return "fast must be smaller than slow", None
+    r = rules.with_(fast=fast_window, slow=slow_window)
+    res = backtest.run({symbol: frames[symbol]}, r)
+    st = res.stats[symbol]
+    return (f"{symbol} SMA {r.fast}/{r.slow}: {st['trades']} trades, P&L {st['total_pnl']:+.2f} USD, "
+            f"max drawdown {st['max_drawdown_usd']:.2f} USD"), res
+
+
+def _redraw(_change=None):
+    summary, res = _rerun(_w_symbol.value, _w_fast.value, _w_slow.value)
+    _w_out.clear_output(wait=True)
+    with _w_out:
+        print(summary)
+        if res is not None:
+            charts.price_figure(frames[_w_symbol.value], res.trades, _w_symbol.value, res.rules.fast,
+                                res.rules.slow, synthetic=synthetic).show()
+
+
+for _w in (_w_symbol, _w_fast, _w_slow):
+    _w.observe(_redraw, names="value")
+display(widgets.VBox([widgets.HBox([_w_symbol, _w_fast, _w_slow]), _w_out]))
+
+# %% [markdown]
+# ## Artifacts
+
+# %%
+paths = backtest.save(result, out_dir, data=data, synthetic=synthetic, interval=interval,
+                      start=str(start) if start is not None else None, end=str(end) if end is not None else None)
+{k: str(v) for k, v in paths.items()}
+
+# %%
+# What must hold, checked on the written files.
+_trades_csv = pd.read_csv(paths["trades"])
+_stats_json = json.loads(Path(paths["stats"]).read_text())["stats"]
+assert len(_trades_csv) > 0, "no trades"
+assert len(_trades_csv) == _stats_json["combined"]["trades"]
+assert abs(_trades_csv["pnl"].sum() - _stats_json["combined"]["total_pnl"]) < 1e-6
+assert all(float(pf.assets().iloc[-1]) == 0.0 for pf in result.portfolios.values()), "position left open"
+assert abs(result.equity["combined"].iloc[-1] - (rules.capital + _stats_json["combined"]["total_pnl"])) < 1e-6

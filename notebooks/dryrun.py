@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Dry run: the live loop with simulated fills
+#
+# The same loop as `live.ipynb` — market data streamed from the venue, one `Crossover` per
+# symbol, the same book, stop rules, journal and report — but fills are simulated locally by the
+# paper broker under the `pocklib.rules` conventions (entries at the candle close, SL/TP settled
+# on each closed candle, fees at `fee_rate`). **No order is ever sent**, so no API key is needed.
+#
+# * `papermill notebooks/dryrun.ipynb out.ipynb -k python3 -p hours 4` — testnet market data.
+# * `-p venue live` — production market data (still no order: safe, no opt-in needed).
+# * `-p venue sim -p hours 4 -p speed 480` — the local simulator on `data`, offline, ~30 s.
+#
+# Journal, resume and artifacts are those of the live session (in `out_dir`).
+
+# %%
+_names_before_parameters = set(globals())
+
+# %% tags=["parameters"]
+import os
+
+symbols = ["BTCUSDT", "ETHUSDT"]
+interval = "5m"
+data = "sample"
+fast = 9
+slow = 21
+capital = 500.0
+position_usd = 150.0
+stop_loss_pct = 0.01
+take_profit_pct = 0.015
+fee_rate = 0.0005
+fill = "close"
+out_dir = os.environ.get("POCKLIB_DRYRUN_OUT_DIR", "out/dryrun")
+venue = os.environ.get("POCKLIB_VENUE", "testnet")
+hours = float(os.environ.get("POCKLIB_HOURS", "4"))
+speed = float(os.environ.get("POCKLIB_SPEED", "480"))
+target_usd = 6.0
+max_loss_usd = 15.0
+session_id = os.environ.get("POCKLIB_SESSION_ID", "")
+i_understand_real_money = False
+
+# %%
+# Validate every parameter before anything connects (unknown names too: papermill only warns).
+_new_names = set(globals()) - _names_before_parameters
+from pocklib.session import PARAMS, plan
+
+_unknown = sorted(n for n in _new_names if not n.startswith("_") and n not in PARAMS and n != "os")
+if _unknown:
+    raise ValueError(f"unknown parameter(s) {_unknown}; known: {sorted(PARAMS)}")
+params = {k: globals()[k] for k in PARAMS}
+_plan = plan("paper", **params)
+
+import plotly.io as pio
+from IPython.display import Markdown, display
+
+pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
+_what = {
+    "live": "Binance USD-M futures production market data",
+    "testnet": "Binance USD-M futures testnet market data",
+    "demo": "Binance Demo Trading market data",
+    "sim": f"the local simulator on `{data}` candles at {speed:g}x (offline)",
+}[venue]
+display(Markdown(f"## Dry run on {_what}, paper fills (no order is sent)\n\n{', '.join(_plan.rules.symbols)}, {interval} candles, "
+                 f"MA {fast}/{slow}, capital {capital:g} USD, {position_usd:g} USD a position, SL "
+                 f"{100 * stop_loss_pct:g} %, TP {100 * take_profit_pct:g} %; stop at +{target_usd:g} / "
+                 f"-{max_loss_usd:g} USD or after {hours:g} h of exchange time. Artifacts: `{out_dir}`."))
+
+# %% [markdown]
+# ## Session
+# The dashboard below updates while the loop runs (JupyterLab); interrupt the kernel to stop the
+# dry run early — it still closes its paper positions and reports.
+
+# %%
+from pocklib.dashboard import Dashboard
+from pocklib.session import run_session
+
+dashboard = Dashboard(title=f"dry run on {venue} market data")
+result = await run_session(broker="paper", dashboard=dashboard, **params)
+
+# %% [markdown]
+# ## Report
+
+# %%
+from pocklib import report
+
+report.show(result, result.rules, title=f"Dry run on {venue} market data (paper fills)")
+
+# %%
+# What must hold after any dry run: every paper position closed, artifacts written.
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pocklib.book import TRADE_COLUMNS
+
+_stats = json.loads((Path(out_dir) / "stats.json").read_text())
+assert _stats["open_positions_at_end"] == 0, "paper positions left open"
+assert _stats["stop_reason"] in ("target", "max_loss", "time", "interrupted"), _stats["stop_reason"]
+assert list(pd.read_csv(Path(out_dir) / "trades.csv").columns) == TRADE_COLUMNS
+assert (Path(out_dir) / "journal.jsonl").exists() and (Path(out_dir) / "report.md").exists()

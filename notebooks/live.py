@@ -1,0 +1,121 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Live session: MA crossover on Binance USD-M futures
+#
+# One session: BUY signals open a long, SELL signals close it, exchange-side stop loss and take
+# profit, and the whole session stops at total P&L (realized + unrealized, after fees)
+# >= `+target_usd`, <= `-max_loss_usd`, or when `hours` of **exchange** time have passed. On any
+# stop (also Ctrl-C / kernel interrupt, or an error) every order is cancelled, every position is
+# closed with reduce-only market orders, the account is checked flat, and the report is written.
+#
+# * `papermill notebooks/live.ipynb out.ipynb -k python3 -p hours 4` — Binance futures
+#   **testnet** (default), keys from `BINANCE_TESTNET_API_KEY` / `BINANCE_TESTNET_API_SECRET`.
+# * `-p venue demo` — Binance Demo Trading (`BINANCE_DEMO_API_KEY` / `_SECRET`).
+# * `-p venue sim -p hours 4 -p speed 480` — the local simulator on `data`, offline, ~30 s.
+# * `-p venue live` trades **real money** and is refused unless `-p i_understand_real_money True`
+#   **and** the environment variable `POCKLIB_ALLOW_LIVE=1` are both given.
+#
+# Everything is journaled (write-ahead) to `out_dir/journal.jsonl`; running the same command
+# again after a crash resumes the session (same `out_dir`; `session_id` "" = the unfinished one).
+# Keys are read from the environment only: never put them in a parameter.
+
+# %%
+_names_before_parameters = set(globals())
+
+# %% tags=["parameters"]
+import os
+
+symbols = ["BTCUSDT", "ETHUSDT"]
+interval = "5m"
+data = "sample"
+fast = 9
+slow = 21
+capital = 500.0
+position_usd = 150.0
+stop_loss_pct = 0.01
+take_profit_pct = 0.015
+fee_rate = 0.0005
+fill = "close"
+out_dir = os.environ.get("POCKLIB_LIVE_OUT_DIR", "out/live")
+venue = os.environ.get("POCKLIB_VENUE", "testnet")
+hours = float(os.environ.get("POCKLIB_HOURS", "4"))
+speed = float(os.environ.get("POCKLIB_SPEED", "480"))
+target_usd = 6.0
+max_loss_usd = 15.0
+session_id = os.environ.get("POCKLIB_SESSION_ID", "")
+i_understand_real_money = False
+
+# %%
+# Validate every parameter before anything connects (unknown names too: papermill only warns).
+_new_names = set(globals()) - _names_before_parameters
+from pocklib.session import PARAMS, plan
+
+_unknown = sorted(n for n in _new_names if not n.startswith("_") and n not in PARAMS and n != "os")
+if _unknown:
+    raise ValueError(f"unknown parameter(s) {_unknown}; known: {sorted(PARAMS)}")
+params = {k: globals()[k] for k in PARAMS}
+_plan = plan("binance", **params)
+
+import plotly.io as pio
+from IPython.display import Markdown, display
+
+pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
+_what = {
+    "live": "**REAL MONEY** on Binance USD-M futures (production). Orders will be sent with your live keys.",
+    "testnet": "Binance USD-M futures **testnet** (play money).",
+    "demo": "Binance **Demo Trading** (play money).",
+    "sim": f"the **local simulator** on `{data}` candles at {speed:g}x (offline, play money).",
+}[venue]
+display(Markdown(f"## About to trade on {_what}\n\n{', '.join(_plan.rules.symbols)}, {interval} candles, "
+                 f"MA {fast}/{slow}, capital {capital:g} USD, {position_usd:g} USD a position, SL "
+                 f"{100 * stop_loss_pct:g} %, TP {100 * take_profit_pct:g} %; stop at +{target_usd:g} / "
+                 f"-{max_loss_usd:g} USD or after {hours:g} h of exchange time. Artifacts: `{out_dir}`."))
+
+# %% [markdown]
+# ## Session
+# The dashboard below updates while the loop runs (JupyterLab); interrupt the kernel to stop the
+# session early — it still flattens and reports.
+
+# %%
+from pocklib.dashboard import Dashboard
+from pocklib.session import run_session
+
+dashboard = Dashboard(title=f"live session on {venue}")
+result = await run_session(broker="binance", dashboard=dashboard, **params)
+
+# %% [markdown]
+# ## Report
+
+# %%
+from pocklib import report
+
+report.show(result, result.rules, title=f"Live session on {venue}")
+
+# %%
+# What must hold after any session: the exchange reported the account flat, artifacts written.
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pocklib.book import TRADE_COLUMNS
+
+_stats = json.loads((Path(out_dir) / "stats.json").read_text())
+assert _stats["open_positions_at_end"] == 0, "positions left open on the exchange"
+assert _stats["stop_reason"] in ("target", "max_loss", "time", "interrupted"), _stats["stop_reason"]
+assert list(pd.read_csv(Path(out_dir) / "trades.csv").columns) == TRADE_COLUMNS
+assert (Path(out_dir) / "journal.jsonl").exists() and (Path(out_dir) / "report.md").exists()

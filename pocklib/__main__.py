@@ -1,0 +1,137 @@
+"""Command line: ``python -m pocklib <command>`` (also the ``pocklib`` console script).
+
+Commands::
+
+    pull SYMBOL --start 2024-01-01 [--end 2024-02-01] [--interval 5m] [--spot] [--base-url URL]
+    import PATH [PATH ...] [--symbol S --interval I] [--spot]
+    gaps DATA [--symbol S] [--interval I] [--start T] [--end T]
+    sample [--out data/sample]
+    sim ...                    (the local exchange simulator: pocklib.sim.cli)
+
+Exit status: 0 success, 1 network/exchange failure, 2 bad input or bad data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pocklib", description="pocklib data tools and exchange simulator")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pull = sub.add_parser("pull", help="pull Binance klines into data/cache (incremental)")
+    pull.add_argument("symbol", help="e.g. BTCUSDT")
+    pull.add_argument("--interval", default="5m", help="kline interval (default 5m)")
+    pull.add_argument("--start", help="first open time, UTC (e.g. 2024-01-01); needed on a first pull")
+    pull.add_argument("--end", help="end (exclusive), UTC; default: the server time")
+    pull.add_argument("--spot", action="store_true", help="spot klines instead of USD-M futures")
+    pull.add_argument("--base-url", help="REST base URL, e.g. http://127.0.0.1:8000 (a simulator)")
+    pull.add_argument("--cache-dir", help="cache folder (default data/cache)")
+    pull.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    imp = sub.add_parser("import", help="import data.binance.vision kline zips/CSVs into data/cache")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="BTCUSDT-5m-2024-01.zip ... (one symbol)")
+    imp.add_argument("--symbol", help="symbol (default: from the file name)")
+    imp.add_argument("--interval", help="interval (default: from the file name)")
+    imp.add_argument("--spot", action="store_true", help="store as spot (default futures, or from the path)")
+    imp.add_argument("--cache-dir", help="cache folder (default data/cache)")
+    imp.add_argument("--no-verify", action="store_true", help="skip .CHECKSUM verification")
+
+    gp = sub.add_parser("gaps", help="list missing candles of a data source")
+    gp.add_argument("data", help="'sample', a cache key like futures/BTCUSDT-5m, or a file path")
+    gp.add_argument("--symbol", default="BTCUSDT")
+    gp.add_argument("--interval", default="5m")
+    gp.add_argument("--start")
+    gp.add_argument("--end")
+    gp.add_argument("--cache-dir", help="cache folder (default data/cache)")
+
+    sm = sub.add_parser("sample", help="regenerate the synthetic sample files")
+    sm.add_argument("--out", default=None, help="output folder (default data/sample)")
+
+    sub.add_parser("sim", help="local Binance-compatible exchange simulator (see: pocklib sim --help)",
+                   add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "sim":
+        try:
+            from pocklib.sim.cli import main as sim_main  # lazy: the simulator is a separate part
+        except ModuleNotFoundError as e:
+            if e.name not in ("pocklib.sim", "pocklib.sim.cli"):
+                raise
+            print("error: the simulator (pocklib.sim.cli) is not installed", file=sys.stderr)
+            return 2
+        return int(sim_main(args_list[1:]) or 0)
+    args = _parser().parse_args(args_list)
+    from pocklib import history
+
+    try:
+        if args.command == "pull":
+            return _pull(args)
+        if args.command == "import":
+            df = history.import_archives(
+                args.paths, symbol=args.symbol, interval=args.interval,
+                market="spot" if args.spot else None, root=args.cache_dir, verify=not args.no_verify,
+            )
+            print(f"imported {len(args.paths)} file(s) into {df.attrs['source']}: {_summary(df)}")
+            return 0
+        if args.command == "gaps":
+            df = history.load(args.data, args.symbol, args.interval, args.start, args.end,
+                              root=args.cache_dir)
+            g = history.gaps(df, args.interval)
+            print(f"{df.attrs.get('source')}: {_summary(df)}; {len(g)} gap(s), "
+                  f"{int(g['missing'].sum()) if len(g) else 0} missing candle(s)")
+            if len(g):
+                print(g.to_string(index=False))
+            return 0
+        if args.command == "sample":
+            from pocklib.sample import write_sample
+
+            out = args.out or str(history.data_dir() / "sample")
+            for path in write_sample(out):
+                print(f"wrote {path} (synthetic)")
+            return 0
+    except (ValueError, OSError) as e:  # DataError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover (argparse requires a command)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pocklib import history
+
+    try:
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+        import requests
+
+        net_errors: tuple[type[BaseException], ...] = (
+            BinanceAPIException, BinanceRequestException, requests.RequestException)
+    except ImportError:  # pragma: no cover
+        net_errors = (ConnectionError,)
+    market = "spot" if args.spot else "futures"
+    try:
+        df = history.pull(args.symbol, args.interval, args.start, args.end, market=market,
+                          base_url=args.base_url, root=args.cache_dir, progress=not args.no_progress)
+    except net_errors as e:
+        print(f"error: pulling {market} {args.symbol} failed: {e}", file=sys.stderr)
+        return 1
+    g = history.gaps(df, args.interval)
+    print(f"{market} {args.symbol.upper()} {args.interval}: {_summary(df)}; {len(g)} gap(s); "
+          f"cache {history.cache_path(market, args.symbol, args.interval, args.cache_dir)}")
+    return 0
+
+
+def _summary(df) -> str:  # type: ignore[no-untyped-def]
+    if df.empty:
+        return "0 candles"
+    return f"{len(df)} candles {df.index[0]} .. {df.index[-1]}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The broker interface shared by the paper and the Binance broker (see the build contract).
+
+Units: ``qty`` base asset (BTC for BTCUSDT), prices and ``fee`` USD, ``time`` ms since epoch on
+the exchange clock. ``reason`` is one of "signal", "stop_loss", "take_profit", "end".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from pocklib.rules import Rules, SymbolSpec
+from pocklib.stream import Candle
+
+REASONS = ("signal", "stop_loss", "take_profit", "end")
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One executed order. ``side``: "BUY"/"SELL"; ``qty`` base asset; ``price`` USD (average fill
+    price); ``fee`` USD; ``time`` ms (exchange clock); ``reason``: why the order was placed;
+    ``client_id``: our client order id; ``order_id``: the exchange's id (None for paper)."""
+
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    time: int
+    reason: str
+    client_id: str
+    order_id: str | int | None = None
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Sync broker interface; the session calls it once per event (see the contract)."""
+
+    name: str
+
+    def start(self, rules: Rules) -> dict[str, SymbolSpec]:
+        """Read exchange filters, set leverage 1 and one-way mode; return the specs."""
+        ...
+
+    def server_time(self) -> int:
+        """Exchange time, ms."""
+        ...
+
+    def open_long(self, symbol: str, qty: float, price_hint: float, client_id: str, time: int) -> Fill | None:
+        """Buy ``qty`` at market; None when rejected or skipped."""
+        ...
+
+    def close_long(self, symbol: str, qty: float, price_hint: float, client_id: str, reason: str,
+                   time: int) -> Fill | None:
+        """Sell the long at market (reduce-only); None when there was nothing to close."""
+        ...
+
+    def protect(self, symbol: str, qty: float, sl: float, tp: float, client_id: str) -> None:
+        """Place the stop loss and take profit for the open long."""
+        ...
+
+    def unprotect(self, symbol: str) -> None:
+        """Cancel the stop loss and take profit of ``symbol``."""
+        ...
+
+    def on_candle(self, candle: Candle) -> list[Fill]:
+        """Fills of SL/TP orders that executed (paper: settled on the candle; binance: found on the exchange)."""
+        ...
+
+    def positions(self) -> dict[str, float]:
+        """Open position per symbol, base asset (0.0 when flat)."""
+        ...
+
+    def open_order_count(self) -> int:
+        """Open orders, plain + algo."""
+        ...
+
+    def flatten(self, time: int) -> list[Fill]:
+        """Cancel every order, close every position (reason "end"); return the fills."""
+        ...
+
+
+__all__ = ["Broker", "Fill", "REASONS"]

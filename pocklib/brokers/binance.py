@@ -1,0 +1,682 @@
+"""Binance USD-M futures broker (python-binance ``Client``), implementing :class:`~pocklib.brokers.base.Broker`.
+
+What it does on the exchange
+----------------------------
+* ``start``: syncs the exchange clock, reads ``exchangeInfo`` once (LOT_SIZE / MARKET_LOT_SIZE
+  step and min qty, PRICE_FILTER tick, MIN_NOTIONAL ``notional``) into ``SymbolSpec``s, sets
+  one-way position mode and leverage 1 per symbol ("no need to change" answers are fine).
+* Entries and exits are MARKET orders (exits ``reduceOnly``) with the caller's deterministic
+  ``newClientOrderId`` (see :func:`client_order_id`). Quantities and prices are rounded with
+  ``Decimal`` to step/tick; an order below min qty / min notional / above max qty is refused
+  *before* sending (``None``), never sent to be rejected.
+* Idempotency: when an order's outcome is unknown (client timeout, connection error, HTTP 5xx,
+  -1007, 429/418), the broker looks the order up by client id before sending it again, so a
+  retry can never open twice.
+* Protection lives on the exchange: ``protect`` places STOP_MARKET (stop loss) and
+  TAKE_PROFIT_MARKET (take profit) SELL orders with ``closePosition=true`` (they close whatever
+  long is open and can never open a short), ``workingType=CONTRACT_PRICE`` (triggered by the last
+  trade price, the price the candles and the backtest use), through ``futures_create_order``
+  which routes them to ``/fapi/v1/algoOrder``. If the process dies the position stays protected.
+* ``on_candle`` (closed candles only) asks ``positionRisk`` whether a protected long is still
+  open (one weight-5 call per protected symbol per candle); if not, it finds the triggered algo
+  order, its actual order and that order's trades, and returns a Fill with the exchange's
+  average price and commission, then cancels the other leg.
+* ``flatten`` cancels plain (``allOpenOrders``) and algo (``algoOpenOrders``) orders of every
+  symbol, closes every position with reduce-only MARKET orders and verifies flat.
+* Signed calls carry the exchange's time: ``client.timestamp_offset`` is set from the
+  :class:`~pocklib.clock.ExchangeClock` before each call; ``-1021`` -> resync and retry once.
+* Errors become :class:`~pocklib.errors.BrokerError` with the Binance code and a plain-words
+  message (:func:`pocklib.errors.explain`); keys and signatures never appear in messages or logs.
+
+Units: qty base asset, prices and fees USD, times ms since epoch (exchange clock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time as _time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+import requests
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from pocklib.brokers.base import REASONS, Fill
+from pocklib.clock import ExchangeClock
+from pocklib.errors import NO_CHANGE_CODES, BrokerError, explain, redact
+from pocklib.rules import Rules, SymbolSpec
+from pocklib.stream import Candle
+from pocklib.venues import Venue
+
+log = logging.getLogger(__name__)
+
+_CID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+#: Codes whose outcome is unknown or transient: look up / back off, then retry.
+_TRANSIENT_CODES = frozenset({-1000, -1001, -1003, -1007, -1008})
+#: Order-level rejections: the order did not happen; ``open_long``/``close_long`` return None.
+_REJECTIONS = frozenset({-1111, -2010, -2019, -2021, -2022, -2027, -4003, -4014, -4023, -4164, -5022})
+_DONE_ALGO = ("TRIGGERED", "FINISHED")
+
+
+def client_order_id(session_id: str, symbol: str, open_time_ms: int, action: str) -> str:
+    """Deterministic client order id for (session, symbol, candle open time, action).
+
+    The same inputs always give the same id, so a retried order is recognisable on the exchange.
+    Format ``pk-<action>-<24 hex>`` (Binance allows ``[.A-Z:/a-z0-9_-]{1,36}``).
+    """
+    act = re.sub(r"[^a-z0-9]", "", action.lower())[:6] or "x"
+    h = hashlib.sha256(f"{session_id}|{symbol}|{int(open_time_ms)}|{action}".encode()).hexdigest()[:24]
+    return f"pk-{act}-{h}"
+
+
+def _derived_id(client_id: str, leg: str) -> str:
+    return f"pk-{leg}-" + hashlib.sha256(f"{client_id}|{leg}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class BrokerStats:
+    """Counters for tests and the session report."""
+
+    orders_sent: int = 0          # order POSTs attempted (plain + algo)
+    lookups: int = 0              # order lookups by client id after an unknown outcome
+    found_on_lookup: int = 0      # ... that found the order already on the exchange
+    retries: int = 0              # retried calls (any)
+    rate_limited: int = 0         # 429/418 answers
+    unknown_outcomes: int = 0     # timeouts / 5xx / connection errors
+    resyncs: int = 0              # clock resyncs after -1021
+    refused: int = 0              # orders refused before sending (filters)
+    rejected: int = 0             # orders the exchange rejected
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class _Protection:
+    qty: float
+    sl: str
+    tp: str
+    sl_cid: str
+    tp_cid: str
+    since_ms: int
+    legs: dict[str, str] = field(default_factory=dict)  # reason -> clientAlgoId placed
+
+
+class BinanceBroker:
+    """Broker on Binance USD-M futures through a python-binance ``Client`` (see module doc).
+
+    ``venue``: a :class:`~pocklib.venues.Venue` (a client is made from it) or a ready
+    python-binance ``Client``. ``clock``: exchange clock (default: one at the venue's rate).
+    ``session_id``: used for the ids this broker derives itself (flatten orders).
+    ``max_attempts``: tries per call on transient failures; ``backoff_s``/``max_backoff_s``:
+    wall seconds (Retry-After is honoured up to ``max_backoff_s``).
+    """
+
+    name = "binance"
+
+    def __init__(self, venue: Venue | Any, rules: Rules | None = None, clock: ExchangeClock | None = None, *,
+                 session_id: str = "pocklib", working_type: str = "CONTRACT_PRICE", max_attempts: int = 6,
+                 backoff_s: float = 0.25, max_backoff_s: float = 30.0, resync_every_s: float = 300.0,
+                 sleep: Callable[[float], None] = _time.sleep) -> None:
+        if isinstance(venue, Venue):
+            self.venue: Venue | None = venue
+            self.client = venue.make_client()
+            rate = venue.time_rate
+        else:
+            self.venue, self.client, rate = None, venue, 1.0
+        if working_type not in ("CONTRACT_PRICE", "MARK_PRICE"):
+            raise ValueError(f"working_type: 'CONTRACT_PRICE' or 'MARK_PRICE'; got {working_type!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts: >= 1; got {max_attempts!r}")
+        self.clock = clock or ExchangeClock(rate)
+        self.rules = rules
+        self.session_id = session_id
+        self.working_type = working_type
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.resync_every_s = resync_every_s
+        self._sleep = sleep
+        self._last_sync = 0.0
+        self.specs: dict[str, SymbolSpec] = {}
+        self._max_qty: dict[str, Decimal] = {}
+        self._prot: dict[str, _Protection] = {}
+        self._pending: list[Fill] = []
+        self.stats = BrokerStats()
+        self.last_refusal: str | None = None
+        self.last_error: BrokerError | None = None
+
+    def __repr__(self) -> str:
+        where = self.venue.name if self.venue else "client"
+        return f"BinanceBroker({where}, symbols={sorted(self.specs)})"
+
+    # -- time ------------------------------------------------------------------------------
+    def sync_time(self) -> int:
+        """Resync the exchange clock on ``GET /fapi/v1/time``; returns server time (ms)."""
+        t = self.clock.sync(lambda: self._retry(self.client.futures_time, what="server time")["serverTime"])
+        self._last_sync = _time.monotonic()
+        return t
+
+    def server_time(self) -> int:
+        """Exchange time now (ms), extrapolated from the last sync (resynced every few minutes)."""
+        if (not self.clock.synced or self.clock.rate == 0
+                or _time.monotonic() - self._last_sync > self.resync_every_s):
+            return self.sync_time()
+        return self.clock.now_ms()
+
+    def _stamp(self) -> None:
+        # python-binance signs with time.time()*1000 + timestamp_offset: make that exchange time.
+        if self.clock.rate == 0:
+            # Exchange time not tied to the wall clock (a simulator replaying as fast as the
+            # client reads jumps ahead between any two calls): sign with the local clock, as a
+            # plain client does; a -1021 still resyncs and retries once on the server's time.
+            self.client.timestamp_offset = 0
+            return
+        if not self.clock.synced:
+            self.sync_time()
+        self.client.timestamp_offset = self.clock.offset_for(_time.time() * 1000.0)
+
+    # -- call plumbing ---------------------------------------------------------------------
+    def _signed(self, fn: Callable[..., Any], **params: Any) -> Any:
+        """One signed call at exchange time; on -1021 resync and retry once."""
+        self._stamp()
+        try:
+            return fn(**params)
+        except BinanceAPIException as e:
+            if e.code != -1021:
+                raise
+            self.stats.resyncs += 1
+            log.warning("clock: %s; resyncing and retrying once", explain(e.code, e.message, e.status_code))
+        server_ms = self.sync_time()
+        # Retry stamped with the fresh server time itself, not extrapolated: it can only lag
+        # (accepted within recvWindow), never run ahead (rejected when > 1 s ahead).
+        self.client.timestamp_offset = int(server_ms - _time.time() * 1000.0)
+        try:
+            return fn(**params)
+        except BinanceAPIException as e2:
+            if e2.code == -1021:
+                raise BrokerError(f"clock: still rejected after a resync: {explain(e2.code, e2.message)}",
+                                  code=-1021, status=e2.status_code) from e2
+            raise
+
+    def _delay(self, e: BaseException, attempt: int) -> float | None:
+        """Wall seconds to wait before retrying after ``e``, or None when ``e`` is final."""
+        base = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
+        if isinstance(e, BinanceAPIException):
+            if e.status_code in (429, 418) or e.code == -1003:
+                self.stats.rate_limited += 1
+                ra = None
+                try:
+                    ra = float(e.response.headers.get("Retry-After"))
+                except (AttributeError, TypeError, ValueError):
+                    pass
+                if ra is not None and ra > self.max_backoff_s:
+                    return None  # a long ban: hammering would extend it; fail now, say how long
+                return max(ra if ra is not None else base, 0.0)
+            if (e.status_code or 0) >= 500 or e.code in _TRANSIENT_CODES or e.status_code == 408:
+                self.stats.unknown_outcomes += 1
+                return base
+            return None
+        if isinstance(e, (requests.exceptions.RequestException, BinanceRequestException)):
+            self.stats.unknown_outcomes += 1
+            return base
+        return None
+
+    def _error(self, what: str, e: BaseException) -> BrokerError:
+        if isinstance(e, BinanceAPIException):
+            code = int(e.code or 0)
+            wait = ""
+            ra = getattr(getattr(e, "response", None), "headers", {}).get("Retry-After")
+            if ra and e.status_code in (418, 429):
+                wait = f"; wait {ra} s (Retry-After) before trying again"
+            return BrokerError(f"{what}: {explain(code, e.message, e.status_code)}{wait}", code=code,
+                               status=e.status_code, retryable=self._is_transient(e))
+        # requests' messages can contain the URL with the query string (signature): never show it.
+        return BrokerError(f"{what}: network failure ({type(e).__name__}); the exchange did not answer",
+                           retryable=True)
+
+    @staticmethod
+    def _is_transient(e: BinanceAPIException) -> bool:
+        return (e.status_code in (408, 418, 429) or (e.status_code or 0) >= 500
+                or e.code in _TRANSIENT_CODES)
+
+    def _retry(self, fn: Callable[..., Any], *, what: str, signed: bool = False,
+               ok_codes: frozenset[int] = frozenset(), **params: Any) -> Any:
+        """An idempotent call (read, cancel, settings) with retries on transient failures.
+        Codes in ``ok_codes`` return ``None`` instead of raising."""
+        last: BaseException | None = None
+        for attempt in range(self.max_attempts):
+            try:
+                return self._signed(fn, **params) if signed else fn(**params)
+            except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as e:
+                if isinstance(e, BinanceAPIException) and e.code in ok_codes:
+                    return None
+                delay = self._delay(e, attempt)
+                if delay is None:
+                    raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
+                last = e
+            if attempt + 1 < self.max_attempts:
+                self.stats.retries += 1
+                log.warning("%s: transient failure (%s); retry in %.2f s", what, _short(last), delay)
+                self._sleep(delay)
+        assert last is not None
+        err = self._error(f"{what} (gave up after {self.max_attempts} attempts)", last)
+        err.retryable = True
+        raise err from None
+
+    def _submit(self, what: str, send: Callable[[], Any], lookup: Callable[[], Any]) -> dict:
+        """Send an order at most once in effect: after any unknown outcome, look it up by client
+        id before sending again."""
+        last: BaseException | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                found = self._lookup(what, lookup)
+                if found is not None:
+                    self.stats.found_on_lookup += 1
+                    log.info("%s: found on the exchange after an unknown outcome; not resending", what)
+                    return found
+            self.stats.orders_sent += 1
+            try:
+                return self._signed(send)
+            except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as e:
+                if isinstance(e, BinanceAPIException) and e.code in (-4015, -4116):
+                    found = self._lookup(what, lookup)  # duplicate id: the first try got through
+                    if found is not None:
+                        self.stats.found_on_lookup += 1
+                        return found
+                delay = self._delay(e, attempt)
+                if delay is None:
+                    raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
+                last = e
+            if attempt + 1 < self.max_attempts:
+                self.stats.retries += 1
+                log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
+                            what, _short(last), delay)
+                self._sleep(delay)
+        assert last is not None
+        found = self._lookup(what, lookup)
+        if found is not None:
+            self.stats.found_on_lookup += 1
+            return found
+        err = self._error(f"{what} (gave up after {self.max_attempts} attempts)", last)
+        err.retryable = True
+        raise err from None
+
+    def _lookup(self, what: str, lookup: Callable[[], Any]) -> dict | None:
+        self.stats.lookups += 1
+        try:
+            return self._retry(lookup, what=f"{what}: lookup by client id", signed=True,
+                               ok_codes=frozenset({-2013}))
+        except BrokerError as e:  # never resend blind: the first try may have gone through
+            raise BrokerError(f"{e} -- order status UNKNOWN, not resent; check the exchange", code=e.code,
+                              status=e.status, retryable=True) from None
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self, rules: Rules) -> dict[str, SymbolSpec]:
+        """Sync time, read exchangeInfo once, set one-way mode and leverage 1. Returns the specs."""
+        self.rules = rules
+        self.sync_time()
+        info = self._retry(self.client.futures_exchange_info, what="exchangeInfo")
+        rows = {r.get("symbol"): r for r in info.get("symbols", [])}
+        specs: dict[str, SymbolSpec] = {}
+        for sym in rules.symbols:
+            row = rows.get(sym)
+            if row is None:
+                raise BrokerError(f"start: symbol {sym} is not listed on this venue's exchangeInfo")
+            if row.get("status", "TRADING") != "TRADING":
+                raise BrokerError(f"start: symbol {sym} is not trading (status {row.get('status')})")
+            specs[sym], self._max_qty[sym] = _spec_from_info(row)
+        self.specs = specs
+        self._retry(self.client.futures_change_position_mode, what="set one-way position mode", signed=True,
+                    ok_codes=NO_CHANGE_CODES, dualSidePosition="false")
+        for sym in rules.symbols:
+            self._retry(self.client.futures_change_leverage, what=f"set leverage 1 on {sym}", signed=True,
+                        ok_codes=NO_CHANGE_CODES, symbol=sym, leverage=1)
+        held = {s: q for s, q in self.positions().items() if q}
+        if held:
+            log.warning("start: the account already holds positions %s; pocklib will manage them as its own", held)
+        log.info("start: %s specs %s", self.venue.name if self.venue else "client",
+                 {s: (p.step, p.tick, p.min_notional) for s, p in specs.items()})
+        return specs
+
+    def _spec(self, symbol: str) -> SymbolSpec:
+        if symbol not in self.specs:
+            raise ValueError(f"symbol: {symbol!r} unknown to the broker; call start(rules) first "
+                             f"(known: {sorted(self.specs)})")
+        return self.specs[symbol]
+
+    def check_order(self, symbol: str, qty: float, price: float) -> str | None:
+        """Why an order of ``qty`` at about ``price`` would be rejected by the filters, or None."""
+        spec = self._spec(symbol)
+        q = Decimal(spec.format_qty(qty))
+        if q <= 0 or q < Decimal(spec.min_qty):
+            return f"{symbol}: quantity {q} below the minimum {spec.min_qty} (step {spec.step})"
+        if symbol in self._max_qty and q > self._max_qty[symbol]:
+            return f"{symbol}: quantity {q} above the market maximum {self._max_qty[symbol]}"
+        notional = q * Decimal(repr(float(price)))
+        if notional < Decimal(spec.min_notional):
+            return (f"{symbol}: notional {notional:.2f} USD (qty {q} x price {price}) is below the exchange "
+                    f"minimum {spec.min_notional} USD")
+        return None
+
+    # -- orders ----------------------------------------------------------------------------
+    def _market(self, symbol: str, side: str, qty: str, client_id: str, reduce_only: bool) -> dict:
+        params: dict[str, Any] = dict(symbol=symbol, side=side, type="MARKET", quantity=qty,
+                                      newClientOrderId=client_id, newOrderRespType="RESULT")
+        if reduce_only:
+            params["reduceOnly"] = "true"
+        what = f"{side} {qty} {symbol} MARKET ({client_id})"
+        order = self._submit(what, lambda: self.client.futures_create_order(**params),
+                             lambda: self.client.futures_get_order(symbol=symbol, origClientOrderId=client_id))
+        for _ in range(self.max_attempts):  # an ACK-ed market order fills within moments
+            if order.get("status") in ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"):
+                break
+            self._sleep(min(self.max_backoff_s, self.backoff_s))
+            order = self._retry(self.client.futures_get_order, what=f"{what}: status", signed=True,
+                                symbol=symbol, origClientOrderId=client_id)
+        log.info("order %s -> orderId=%s status=%s executed=%s avg=%s", what, order.get("orderId"),
+                 order.get("status"), order.get("executedQty"), order.get("avgPrice"))
+        return order
+
+    def _fill(self, order: dict, reason: str, client_id: str, fallback_time: int) -> Fill | None:
+        """Fill from an executed order: qty, price and fee from its trades (``userTrades``)."""
+        symbol, oid = order["symbol"], order.get("orderId")
+        qty = float(order.get("executedQty") or 0)
+        if qty <= 0:
+            return None
+        price = float(order.get("avgPrice") or 0)
+        when = int(order.get("updateTime") or fallback_time)
+        fee = None
+        trades: list[dict] = []
+        for attempt in range(2 if oid is not None else 0):
+            got = self._retry(self.client.futures_account_trades, what=f"trades of order {oid}", signed=True,
+                              symbol=symbol, orderId=oid) or []
+            trades = [t for t in got if str(t.get("orderId")) == str(oid)]
+            if trades or attempt:
+                break
+            self._sleep(min(self.max_backoff_s, self.backoff_s))  # trades can trail the order by moments
+        if trades:
+            tq = sum(Decimal(t["qty"]) for t in trades)
+            if tq > 0:
+                qty = float(tq)
+                price = float(sum(Decimal(t["qty"]) * Decimal(t["price"]) for t in trades) / tq)
+                when = max(int(t.get("time", when)) for t in trades)
+                fees = [(Decimal(t.get("commission", "0")), t.get("commissionAsset", "USDT")) for t in trades]
+                if all(a in ("USDT", "USDC", "USD") for _, a in fees):
+                    fee = float(sum(c for c, _ in fees))
+                else:
+                    log.warning("order %s: commission paid in %s; fee estimated from fee_rate",
+                                oid, sorted({a for _, a in fees}))
+        if fee is None:
+            rate = self.rules.fee_rate if self.rules else 0.0005
+            fee = qty * price * rate
+            if not trades:
+                log.warning("order %s: no trades returned; fee estimated at fee_rate %.4f", oid, rate)
+        return Fill(symbol=symbol, side=order.get("side", ""), qty=qty, price=price, fee=fee, time=when,
+                    reason=reason, client_id=client_id, order_id=oid)
+
+    def open_long(self, symbol: str, qty: float, price_hint: float, client_id: str, time: int) -> Fill | None:
+        """BUY ``qty`` (rounded down to step) at market. None when refused by the filters (nothing
+        sent) or rejected by the exchange (see ``last_refusal`` / ``last_error``)."""
+        _check_cid(client_id)
+        problem = self.check_order(symbol, qty, price_hint)
+        if problem:
+            self.stats.refused += 1
+            self.last_refusal = problem
+            log.warning("open_long refused before sending: %s", problem)
+            return None
+        q = self._spec(symbol).format_qty(qty)
+        try:
+            order = self._market(symbol, "BUY", q, client_id, reduce_only=False)
+        except BrokerError as e:
+            return self._rejected("open_long", e)
+        return self._fill(order, "signal", client_id, time)
+
+    def _rejected(self, what: str, e: BrokerError) -> None:
+        if e.code not in _REJECTIONS:
+            raise e
+        self.stats.rejected += 1
+        self.last_error = e
+        log.error("%s rejected: %s", what, e)
+        return None
+
+    def close_long(self, symbol: str, qty: float, price_hint: float, client_id: str, reason: str,
+                   time: int) -> Fill | None:
+        """SELL the whole long of ``symbol`` at market, reduce-only, then cancel its SL/TP.
+
+        If the exchange already closed it (SL/TP triggered since the last candle), no order is
+        sent: the exchange's fill is returned instead, with its own reason ("stop_loss" or
+        "take_profit"). None when there was no position.
+        """
+        _check_cid(client_id)
+        if reason not in REASONS:
+            raise ValueError(f"reason: one of {REASONS}; got {reason!r}")
+        spec = self._spec(symbol)
+        amt = self._position_amt(symbol)
+        if amt <= 0:
+            fills = self._detect(symbol) if symbol in self._prot else []
+            self.unprotect(symbol)
+            if not fills:
+                log.warning("close_long %s: no position on the exchange; nothing to close", symbol)
+            return fills[0] if fills else None
+        if abs(amt - qty) > float(Decimal(spec.step)) / 2:
+            log.warning("close_long %s: exchange position %s differs from %s; closing the exchange's", symbol, amt, qty)
+        try:
+            order = self._market(symbol, "SELL", spec.format_qty(amt), client_id, reduce_only=True)
+        except BrokerError as e:
+            if e.code == -2022 and symbol in self._prot:  # a stop fired between our check and the send
+                fills = self._detect(symbol)
+                self.unprotect(symbol)
+                return fills[0] if fills else None
+            return self._rejected("close_long", e)
+        fill = self._fill(order, reason, client_id, time)
+        self.unprotect(symbol)
+        return fill
+
+    # -- protection ------------------------------------------------------------------------
+    def protect(self, symbol: str, qty: float, sl: float, tp: float, client_id: str) -> None:
+        """Place STOP_MARKET at ``sl`` and TAKE_PROFIT_MARKET at ``tp`` (USD, rounded to tick),
+        SELL, closePosition=true, on the exchange's algo service. Client ids derive from
+        ``client_id``. If a level is already crossed (-2021) the long is closed at market at once
+        and that fill is returned by the next :meth:`on_candle`."""
+        _check_cid(client_id)
+        spec = self._spec(symbol)
+        if not (0 < sl < tp):
+            raise ValueError(f"protect: need 0 < sl < tp (USD); got sl={sl!r}, tp={tp!r}")
+        p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
+                        sl_cid=_derived_id(client_id, "sl"), tp_cid=_derived_id(client_id, "tp"),
+                        since_ms=self.server_time())
+        self._prot[symbol] = p
+        for reason, typ, price, cid in (("stop_loss", "STOP_MARKET", p.sl, p.sl_cid),
+                                        ("take_profit", "TAKE_PROFIT_MARKET", p.tp, p.tp_cid)):
+            params = dict(symbol=symbol, side="SELL", type=typ, triggerPrice=price, closePosition="true",
+                          workingType=self.working_type, clientAlgoId=cid)
+            what = f"{typ} {symbol} @ {price} ({cid})"
+            try:
+                algo = self._submit(what, lambda params=params: self.client.futures_create_order(**params),
+                                    lambda cid=cid: self.client.futures_get_algo_order(symbol=symbol, clientAlgoId=cid))
+            except BrokerError as e:
+                if e.code == -2021:
+                    log.warning("%s would trigger at once: closing the long at market now", what)
+                    self.unprotect(symbol)
+                    fill = self._close_now(symbol, reason, _derived_id(client_id, "now"))
+                    if fill:
+                        self._pending.append(fill)
+                    return
+                raise BrokerError(f"{e} -- the {symbol} long is OPEN WITHOUT its {reason.replace('_', ' ')} "
+                                  f"order on the exchange: call flatten()", code=e.code, status=e.status) from e
+            p.legs[reason] = cid
+            log.info("protect %s -> algoId=%s status=%s", what, algo.get("algoId"), algo.get("algoStatus"))
+
+    def _close_now(self, symbol: str, reason: str, cid: str) -> Fill | None:
+        amt = self._position_amt(symbol)
+        if amt <= 0:
+            return None
+        order = self._market(symbol, "SELL", self._spec(symbol).format_qty(amt), cid, reduce_only=True)
+        return self._fill(order, reason, cid, self.server_time())
+
+    def unprotect(self, symbol: str) -> None:
+        """Cancel the SL/TP algo orders pocklib placed for ``symbol`` (already gone is fine)."""
+        p = self._prot.pop(symbol, None)
+        if p is None:
+            return
+        for cid in p.legs.values():
+            self._retry(self.client.futures_cancel_algo_order, what=f"cancel {cid}", signed=True,
+                        ok_codes=frozenset({-2011, -2013}), symbol=symbol, clientAlgoId=cid)
+
+    def on_candle(self, candle: Candle) -> list[Fill]:
+        """Fills of SL/TP orders the exchange executed (checked on closed candles of protected
+        symbols), plus any fill queued by :meth:`protect`."""
+        out, self._pending = self._pending, []
+        if candle.closed and candle.symbol in self._prot:
+            out += self._detect(candle.symbol)
+        return out
+
+    def _detect(self, symbol: str) -> list[Fill]:
+        """If the protected long of ``symbol`` is gone, the fills that closed it."""
+        p = self._prot.get(symbol)
+        if p is None or self._position_amt(symbol) > 0:
+            return []
+        fills: list[Fill] = []
+        for reason, cid in p.legs.items():
+            algo = self._retry(self.client.futures_get_algo_order, what=f"status of {cid}", signed=True,
+                               ok_codes=frozenset({-2013}), symbol=symbol, clientAlgoId=cid)
+            if not algo or algo.get("algoStatus") not in _DONE_ALGO or not algo.get("actualOrderId"):
+                continue
+            order = self._retry(self.client.futures_get_order, what=f"order triggered by {cid}", signed=True,
+                                symbol=symbol, orderId=algo["actualOrderId"])
+            fill = self._fill(order, reason, cid, int(algo.get("triggerTime") or algo.get("updateTime") or 0))
+            if fill:
+                fills.append(fill)
+        if not fills:
+            fills = self._outside_close(symbol, p)
+        self.unprotect(symbol)
+        for f in fills:
+            log.info("exchange closed %s: %s %s @ %s (%s)", symbol, f.side, f.qty, f.price, f.reason)
+        return fills
+
+    def _outside_close(self, symbol: str, p: _Protection) -> list[Fill]:
+        # Closed but not by our SL/TP (manual close, liquidation, ADL): report the SELL trades.
+        trades = self._retry(self.client.futures_account_trades, what=f"trades of {symbol}", signed=True,
+                             symbol=symbol, startTime=p.since_ms) or []
+        sells = [t for t in trades if t.get("side") == "SELL"]
+        if not sells:
+            log.error("%s: the long is gone from the exchange and no closing trade was found", symbol)
+            return []
+        q = sum(Decimal(t["qty"]) for t in sells)
+        px = sum(Decimal(t["qty"]) * Decimal(t["price"]) for t in sells) / q
+        reason = "stop_loss" if px <= Decimal(p.sl) else "take_profit" if px >= Decimal(p.tp) else "end"
+        log.warning("%s: the long was closed outside pocklib's orders at %s; reported as %s", symbol, px, reason)
+        return [Fill(symbol, "SELL", float(q), float(px), float(sum(Decimal(t.get("commission", "0")) for t in sells)),
+                     max(int(t.get("time", 0)) for t in sells), reason, str(sells[-1].get("orderId")),
+                     sells[-1].get("orderId"))]
+
+    # -- account views ---------------------------------------------------------------------
+    def _symbols(self) -> list[str]:
+        syms = list(self.rules.symbols) if self.rules else list(self.specs)
+        return syms + [s for s in self._prot if s not in syms]
+
+    def positions(self) -> dict[str, float]:
+        """Position per symbol (base asset; negative = short) from ``positionRisk``; the rules'
+        symbols are always present (0.0 when flat)."""
+        rows = self._retry(self.client.futures_position_information, what="positions", signed=True) or []
+        out = {s: 0.0 for s in self._symbols()}
+        for r in rows:
+            amt = float(r.get("positionAmt") or 0)
+            if amt or r.get("symbol") in out:
+                out[r["symbol"]] = out.get(r["symbol"], 0.0) + amt
+        return out
+
+    def _position_amt(self, symbol: str) -> float:
+        rows = self._retry(self.client.futures_position_information, what=f"position {symbol}", signed=True,
+                           symbol=symbol) or []
+        return sum(float(r.get("positionAmt") or 0) for r in rows if r.get("symbol") == symbol)
+
+    def open_orders(self, symbol: str) -> tuple[list[dict], list[dict]]:
+        """(plain open orders, open algo orders) of ``symbol``."""
+        plain = self._retry(self.client.futures_get_open_orders, what=f"open orders {symbol}", signed=True,
+                            symbol=symbol) or []
+        algo = self._retry(self.client.futures_get_open_algo_orders, what=f"open algo orders {symbol}",
+                           signed=True, symbol=symbol) or []
+        if isinstance(algo, dict):  # some servers wrap the list
+            algo = algo.get("orders", algo.get("data", []))
+        return list(plain), list(algo)
+
+    def open_order_count(self) -> int:
+        """Open orders on the session's symbols, plain + algo."""
+        return sum(len(a) + len(b) for a, b in (self.open_orders(s) for s in self._symbols()))
+
+    # -- flatten ---------------------------------------------------------------------------
+    def flatten(self, time: int) -> list[Fill]:
+        """Cancel every open order (plain and algo) of each symbol, close every position with a
+        reduce-only MARKET order (reason "end"), then verify: all positions 0 and no open
+        orders. Returns stop fills found on the way plus the closing fills."""
+        fills, self._pending = self._pending, []
+        for sym in list(self._prot):
+            fills += self._detect(sym)
+        syms = set(self._symbols()) | {s for s, q in self.positions().items() if q}
+        for attempt in range(3):
+            for sym in sorted(syms):
+                self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all orders {sym}",
+                            signed=True, symbol=sym)
+                self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all algo orders {sym}",
+                            signed=True, symbol=sym, conditional=True)
+                self._prot.pop(sym, None)
+            for sym, amt in sorted(self.positions().items()):
+                if not amt:
+                    continue
+                syms.add(sym)
+                spec = self.specs.get(sym)
+                # A symbol outside the session (no spec): the exchange's own amount, as it wrote it.
+                q = spec.format_qty(abs(amt)) if spec else format(Decimal(repr(abs(amt))).normalize(), "f")
+                cid = client_order_id(self.session_id, sym, time, f"end{attempt}")
+                try:
+                    order = self._market(sym, "SELL" if amt > 0 else "BUY", q, cid, reduce_only=True)
+                except BrokerError as e:
+                    log.error("flatten %s: %s", sym, e)
+                    continue
+                f = self._fill(order, "end", cid, time)
+                if f:
+                    fills.append(f)
+            left = {s: q for s, q in self.positions().items() if q}
+            n_open = sum(len(a) + len(b) for a, b in (self.open_orders(s) for s in sorted(syms)))
+            if not left and n_open == 0:
+                log.info("flatten: flat, no open orders (%d fills)", len(fills))
+                return fills
+            log.warning("flatten: not flat yet (positions %s, %d open orders); again", left, n_open)
+            self._sleep(min(self.max_backoff_s, self.backoff_s * (2 ** attempt)))
+        raise BrokerError(f"flatten: still not flat after 3 rounds: positions {left}, {n_open} open orders "
+                          "-- check the account on the exchange", retryable=True)
+
+
+def _spec_from_info(row: dict) -> tuple[SymbolSpec, Decimal]:
+    f = {x.get("filterType"): x for x in row.get("filters", [])}
+    sym = row["symbol"]
+    try:
+        lot, pf = f["LOT_SIZE"], f["PRICE_FILTER"]
+    except KeyError as e:
+        raise BrokerError(f"start: exchangeInfo for {sym} lacks the {e.args[0]} filter") from None
+    mlot = f.get("MARKET_LOT_SIZE", lot)
+    mn = f.get("MIN_NOTIONAL", {})
+    notional = mn.get("notional", mn.get("minNotional", "0"))
+    step = max((lot["stepSize"], mlot["stepSize"]), key=Decimal)
+    min_qty = max((lot["minQty"], mlot["minQty"]), key=Decimal)
+    max_qty = min(Decimal(lot.get("maxQty", "1e18")), Decimal(mlot.get("maxQty", "1e18")))
+    return SymbolSpec(sym, step=step, tick=pf["tickSize"], min_qty=min_qty, min_notional=str(notional)), max_qty
+
+
+def _check_cid(cid: str) -> None:
+    if not isinstance(cid, str) or not _CID_RE.match(cid):
+        raise ValueError(f"client_id: 1-36 chars of [.A-Z:/a-z0-9_-] (Binance newClientOrderId); got {cid!r}")
+
+
+def _short(e: BaseException | None) -> str:
+    if isinstance(e, BinanceAPIException):
+        return f"HTTP {e.status_code} code {e.code}"
+    return redact(type(e).__name__) if e is not None else "?"
+
+
+__all__ = ["BinanceBroker", "BrokerStats", "client_order_id"]

@@ -1,0 +1,288 @@
+"""Deterministic **synthetic** candles for demos, tests and CI (no network needed).
+
+``generate("BTCUSDT")`` returns 28 days of 5-minute candles in the canonical candle frame of
+:mod:`pocklib.history` (index ``open_time``, UTC open times; columns open, high, low, close,
+volume, quote_volume, trades, taker_buy_base, taker_buy_quote). The numbers are made up by a
+seeded random process; they are **not** Binance data. They are shaped to exercise a strategy:
+
+* regimes: trending up, trending down and ranging (mean-reverting) stretches;
+* volatility clusters (GARCH(1,1) variance with fat-tailed shocks);
+* missing candles: single ones and at least one multi-candle gap (never filled);
+* runs of equal closes (flat stretches, some longer than a slow MA window, so MAs tie exactly);
+* big gap-opens (open far from the previous close), the first one after an up-trend so a long
+  stop loss gets gapped through.
+
+Prices are USD, rounded to the symbol's tick (BTCUSDT 0.1, ETHUSDT 0.01); ``high >= max(open,
+close)`` and ``low <= min(open, close)`` always hold. Volumes are base asset (0.001 step),
+quote volumes USD. The same arguments give the same frame, bit for bit, on the same numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pocklib.rules import DEFAULT_SPECS, INTERVAL_MS
+
+#: Column order of the canonical candle frame (also :data:`pocklib.history.COLUMNS`).
+COLUMNS = [
+    "open", "high", "low", "close", "volume", "quote_volume",
+    "trades", "taker_buy_base", "taker_buy_quote",
+]
+
+#: First open time of every generated frame (a Monday, 00:00 UTC).
+DEFAULT_START = "2025-01-06"
+
+#: Symbols and intervals written by :func:`write_sample`.
+SAMPLE_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+SAMPLE_INTERVAL = "5m"
+SAMPLE_DAYS = 28
+
+
+@dataclass(frozen=True)
+class _Profile:
+    price: float  # USD, price of the first candle
+    tick: str  # USD, price step
+    vol: float  # fraction, typical std of a 5-minute log return
+    volume: float  # base asset, typical volume of a 5-minute candle
+
+
+_PROFILES = {
+    "BTCUSDT": _Profile(90_000.0, "0.1", 0.0012, 250.0),
+    "ETHUSDT": _Profile(3_000.0, "0.01", 0.0016, 4_000.0),
+}
+
+
+def default_seed(symbol: str) -> int:
+    """The fixed seed used when ``seed`` is None: CRC-32 of the upper-case symbol."""
+    return zlib.crc32(symbol.upper().encode())
+
+
+def _default_tick(price: float) -> str:
+    # About 1e-5 of the price, as a power of ten (100 USD -> 0.001).
+    exp = math.floor(math.log10(price)) - 5
+    return str(Decimal(1).scaleb(exp)) if exp < 0 else str(10**exp)
+
+
+def _profile(symbol: str, base_price: float | None, tick: str | None) -> _Profile:
+    p = _PROFILES.get(symbol, _Profile(100.0, "", 0.0015, 10_000.0))
+    price = p.price if base_price is None else float(base_price)
+    if not (math.isfinite(price) and price > 0):
+        raise ValueError(f"base_price: must be a positive USD price; got {base_price!r}")
+    if tick is None:
+        tick = DEFAULT_SPECS[symbol].tick if symbol in DEFAULT_SPECS else _default_tick(price)
+    if Decimal(tick) <= 0:
+        raise ValueError(f"tick: must be a positive decimal string; got {tick!r}")
+    volume = p.volume * (p.price / price if symbol not in _PROFILES or base_price is not None else 1.0)
+    return _Profile(price, tick, p.vol, volume)
+
+
+def _events(n: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
+    """Place special events (kind, first index, length) in disjoint slots of the candle range."""
+    wanted = [
+        ("gap_open_down_after_gap", 6),  # 6 missing candles (30 min at 5m), then open -3 %
+        ("flat", 40),
+        ("missing", 1),
+        ("gap_open_up", 1),
+        ("flat", 25),
+        ("missing", 1),
+        ("flat", 8),
+        ("missing", 2),
+        ("gap_open_down", 1),
+        ("flat", 4),
+        ("missing", 1),
+        ("flat", 3),
+    ]
+    slot = n // (len(wanted) + 1)
+    order = rng.permutation(len(wanted))
+    out = []
+    for k, (kind, length) in enumerate(wanted):
+        room = slot - length - 5
+        lead = min(80, room // 2)  # candles before an event (warm-up, forced up-trend before gaps)
+        if lead < 2:
+            continue  # short frames keep the events that fit
+        first = int(order[k]) * slot + int(rng.integers(lead, room))
+        out.append((kind, min(max(first, lead), n - length - 2), length))
+    return sorted(out, key=lambda e: e[1])
+
+
+def generate(
+    symbol: str,
+    interval: str = "5m",
+    days: float = 28,
+    seed: int | None = None,
+    *,
+    base_price: float | None = None,
+    tick: str | None = None,
+    start: str | pd.Timestamp = DEFAULT_START,
+) -> pd.DataFrame:
+    """Synthetic candles of ``symbol``, ``days`` long, in the canonical candle frame.
+
+    ``seed`` None uses :func:`default_seed` (fixed per symbol). ``base_price`` (USD) and ``tick``
+    (decimal string, USD) default to the symbol's profile (BTCUSDT ~90,000, ETHUSDT ~3,000);
+    other symbols start at 100 USD unless ``base_price`` is given. ``start`` is the first open
+    time (UTC). ``attrs`` carries ``synthetic=True``, ``source``, ``symbol`` and ``interval``.
+    """
+    symbol = symbol.upper()
+    if interval not in INTERVAL_MS:
+        raise ValueError(f"interval: one of {list(INTERVAL_MS)}; got {interval!r}")
+    if not (isinstance(days, (int, float)) and days > 0):
+        raise ValueError(f"days: must be > 0; got {days!r}")
+    prof = _profile(symbol, base_price, tick)
+    seed = default_seed(symbol) if seed is None else int(seed)
+    rng = np.random.default_rng(seed)
+    iv_ms = INTERVAL_MS[interval]
+    n = int(days * 86_400_000 // iv_ms)
+    if n < 2:
+        raise ValueError(f"days: too short for one {interval} candle pair; got {days!r}")
+    k = iv_ms / 300_000  # interval in units of 5 minutes: drift scales with k, vol with sqrt(k)
+    base_sd = prof.vol * math.sqrt(k)
+
+    events = _events(n, rng)
+    flat = np.zeros(n, dtype=bool)
+    jump = np.zeros(n)  # log jump at the open (gap-open)
+    drop = np.zeros(n, dtype=bool)  # missing candles
+    forced_up = np.zeros(n, dtype=bool)  # up-trend forced before a down gap, so a long is open
+    for kind, first, length in events:
+        if kind == "flat":
+            flat[first:first + length] = True
+        elif kind == "missing":
+            drop[first:first + length] = True
+        elif kind == "gap_open_down_after_gap":
+            drop[first:first + length] = True
+            jump[first + length] = math.log(0.97)
+            forced_up[max(0, first - 60):first] = True
+        elif kind == "gap_open_down":
+            jump[first] = math.log(0.98)
+            forced_up[max(0, first - 60):first] = True
+        elif kind == "gap_open_up":
+            jump[first] = math.log(1.02)
+
+    # Draw every random number up front, in a fixed order (determinism does not depend on logic).
+    z = rng.standard_t(5, size=n) / math.sqrt(5 / 3)  # fat tails, unit variance
+    regime_u = rng.random(n)
+    regime_pick = rng.integers(0, 3, size=n)
+    trend_mag = rng.uniform(0.08, 0.25, size=n)
+    wick_hi = np.abs(rng.standard_normal(n))
+    wick_lo = np.abs(rng.standard_normal(n))
+    vol_noise = rng.standard_normal(n)
+    share_noise = rng.standard_normal(n)
+    trades_noise = rng.uniform(0.8, 1.25, size=n)
+
+    # Regimes (0 range, 1 up, 2 down), mean length ~12 h; GARCH(1,1) variance.
+    alpha, beta = 0.08, 0.90
+    omega = base_sd**2 * (1 - alpha - beta)
+    switch_p = min(0.5, k / 144)
+    log0 = math.log(prof.price)
+    lo = np.empty(n)  # log open
+    lc = np.empty(n)  # log close
+    sd = np.empty(n)  # conditional std of the candle
+    regime, drift, anchor = 0, 0.0, log0
+    var, prev_eps, prev = base_sd**2, 0.0, log0
+    for i in range(n):
+        if regime_u[i] < switch_p:
+            regime = int(regime_pick[i])
+            drift = (0.0, 1.0, -1.0)[regime] * trend_mag[i] * base_sd
+            anchor = prev
+        var = min(omega + alpha * prev_eps**2 + beta * var, (6 * base_sd) ** 2)
+        s = math.sqrt(var)
+        sd[i] = s
+        o = prev + jump[i]
+        if flat[i]:
+            eps, r = 0.0, 0.0
+        else:
+            eps = s * z[i]
+            mu = 0.2 * base_sd if forced_up[i] else drift
+            if regime == 0 and not forced_up[i]:
+                mu = -0.03 * k * (o - anchor)  # ranging: pull back to the level
+            mu -= 0.0012 * k * (o - log0)  # keep the level near the profile price over weeks
+            r = mu + eps
+        lo[i], lc[i] = o, o + r
+        prev_eps = eps if not jump[i] else jump[i]  # a gap also heats up the volatility
+        prev = lc[i]
+
+    step = Decimal(prof.tick)
+    d = max(0, -step.normalize().as_tuple().exponent)
+    units = int(step.scaleb(d))  # tick = units / 10**d
+    scale = 10**d
+
+    def ticks(logp: np.ndarray) -> np.ndarray:
+        # Price in units of 10**-d USD, rounded to a multiple of the tick.
+        return np.rint(np.exp(logp) * scale / units).astype(np.int64) * units
+
+    o_t = np.maximum(ticks(lo), units)
+    c_t = np.maximum(ticks(lc), units)
+    wick = np.where(flat, 0.15, 0.6) * sd
+    h_t = np.maximum(ticks(np.maximum(lo, lc) + wick * wick_hi), np.maximum(o_t, c_t))
+    l_t = np.minimum(ticks(np.minimum(lo, lc) - wick * wick_lo), np.minimum(o_t, c_t))
+    l_t = np.maximum(l_t, units)
+
+    def price(t: np.ndarray) -> np.ndarray:
+        return t.astype(np.float64) / scale  # exact decimal -> nearest double, like parsing "123.4"
+
+    o, h, l, c = price(o_t), price(h_t), price(l_t), price(c_t)
+    move = np.abs(lc - lo) / base_sd
+    volume = prof.volume * k * np.exp(0.35 * vol_noise) * (0.6 + 0.5 * move + 2.0 * np.abs(jump) / base_sd * 0.05)
+    volume = np.where(flat, volume * 0.08, volume)
+    volume = np.round(volume, 3)
+    typical = (h + l + c) / 3
+    quote = np.round(volume * typical, 4)
+    share = np.clip(0.5 + 0.15 * np.tanh((lc - lo) / base_sd) + 0.05 * share_noise, 0.05, 0.95)
+    tb_base = np.round(volume * share, 3)
+    tb_quote = np.round(tb_base * typical, 4)
+    trades = np.maximum(np.rint(volume / prof.volume * 2_500 * trades_noise), 1).astype(np.int64)
+
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    t0_ms = t0.value // 1_000_000
+    open_ms = t0_ms - t0_ms % iv_ms + np.arange(n, dtype=np.int64) * iv_ms
+    keep = ~drop
+    index = pd.DatetimeIndex(pd.to_datetime(open_ms[keep], unit="ms", utc=True), name="open_time").as_unit("ns")
+    df = pd.DataFrame(
+        {
+            "open": o[keep], "high": h[keep], "low": l[keep], "close": c[keep],
+            "volume": volume[keep], "quote_volume": quote[keep], "trades": trades[keep],
+            "taker_buy_base": tb_base[keep], "taker_buy_quote": tb_quote[keep],
+        },
+        index=index,
+    )[COLUMNS]
+    df.attrs.update(
+        synthetic=True,
+        source=f"pocklib.sample.generate({symbol!r}, interval={interval!r}, days={days!r}, seed={seed})",
+        symbol=symbol,
+        interval=interval,
+    )
+    return df
+
+
+def sample_path(directory: str | Path, symbol: str, interval: str = SAMPLE_INTERVAL) -> Path:
+    """``<directory>/<SYMBOL>-<interval>.parquet``."""
+    return Path(directory) / f"{symbol.upper()}-{interval}.parquet"
+
+
+def write_sample(
+    directory: str | Path,
+    symbols: tuple[str, ...] = SAMPLE_SYMBOLS,
+    interval: str = SAMPLE_INTERVAL,
+    days: float = SAMPLE_DAYS,
+) -> list[Path]:
+    """(Re)write the shipped sample files: ``generate(symbol, interval, days)`` for each symbol,
+    as ``<directory>/<SYMBOL>-<interval>.parquet``. Returns the paths written."""
+    out = []
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for sym in symbols:
+        path = sample_path(directory, sym, interval)
+        tmp = path.with_suffix(".parquet.tmp")
+        generate(sym, interval, days).to_parquet(tmp)
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+__all__ = ["COLUMNS", "default_seed", "generate", "sample_path", "write_sample"]

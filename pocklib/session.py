@@ -1,0 +1,1030 @@
+"""The session: one event-handling core shared by the live loop, the dry run and the replay.
+
+:class:`Session` takes candle events (``pocklib.stream.Candle``) one at a time and does, per
+closed candle of a symbol, THE order of events of the contract (rules.py conventions):
+
+1. the broker settles SL/TP of a position opened before this candle (paper: ``stop_exit`` on the
+   candle's OHLC; Binance: the exchange's own SL/TP orders, detected here);
+2. the symbol's :class:`~pocklib.signals.Crossover` is fed the close; if no stop fired on this
+   candle a SELL closes an open long and a BUY opens one when flat (capital checked), at the
+   close (``fill="close"``) or at the next candle's open (``fill="next_open"``: the order waits
+   for the first event of the next candle; on a closed-candles-only feed that candle's stop
+   check comes first, as in the backtest);
+3. mark to the close, then the session stop rules.
+
+Intra-candle updates (``closed=False``) only refresh the mark price, and the stop rules are
+checked on every event. Stop rules: total P&L (realized + unrealized, after fees) >=
+``target_usd`` -> "target"; <= ``-max_loss_usd`` -> "max_loss"; exchange time >= start + hours
+-> "time" (a candle that opens at or after the end is not processed). On a stop the session
+flattens: every open position is closed at the last known price of its symbol (reason ``end``),
+then ``broker.flatten`` cancels everything left, then the broker is asked whether the account is
+flat. Stop reasons: "target", "max_loss", "time", "data_end" (replay ran out of candles),
+"interrupted" (KeyboardInterrupt / kernel interrupt), "error" (unrecoverable error).
+
+Times: the session clock is the exchange's (candle event times ``E``, server time), in ms.
+Trade times in the book are the ``open_time`` of the candle in which the fill happened — the
+same convention as :mod:`pocklib.backtest`.
+
+Everything the session decides is journaled before it is acted on (:mod:`pocklib.journal`);
+client order ids are deterministic (:func:`client_id`), so a resumed session cannot place the
+same order twice.
+
+:func:`run_session` is the async live loop around this core (stream, warm-up, journal, resume,
+flatten, report); :func:`replay` drives the same core with a frame's closed candles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from pocklib.book import TRADE_COLUMNS, Book, trades_frame
+from pocklib.rules import Rules, order_qty
+from pocklib.signals import Crossover
+
+from pocklib.stream import Candle
+
+STOP_REASONS = ("target", "max_loss", "time", "data_end", "interrupted", "error")
+
+
+class JournalLike(Protocol):
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]: ...
+
+
+def client_id(session_id: str, symbol: str, candle_open_ms: int, action: str) -> str:
+    """Deterministic client order id (<= 36 chars, Binance's ``[.A-Z:/a-z0-9_-]``).
+
+    ``pk<8 hex of sha1(session_id)>-<symbol>-<candle open time, seconds, base 36>-<action>``;
+    action: "o" open, "c" signal close, "e" end (flatten) close, "p" protection (SL/TP).
+    Same inputs -> same id, so a retried or resumed order is recognised by the exchange.
+    """
+    h = hashlib.sha1(session_id.encode()).hexdigest()[:8]
+    t = int(candle_open_ms) // 1000
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    b36 = ""
+    while True:
+        t, r = divmod(t, 36)
+        b36 = digits[r] + b36
+        if t == 0:
+            break
+    return f"pk{h}-{symbol[:14]}-{b36}-{action}"
+
+
+def ts(ms: int) -> pd.Timestamp:
+    """ms since epoch -> UTC Timestamp."""
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+@dataclass
+class _Sym:
+    xover: Crossover
+    last_closed: int = -1  # open_time (ms) of the last closed candle handled (or warmed)
+    cur_open: int = -1  # open_time (ms) of the candle the last event belonged to
+    price: float | None = None  # last known price (USD)
+    pending: tuple[str, int] | None = None  # ("BUY"|"SELL", open_time of the signal candle)
+    last_data_candle: int | None = None  # replay: open_time of the last candle of the data
+
+
+@dataclass
+class SessionResult:
+    """What a session (live, dry run or replay) ends with.
+
+    trades: DataFrame with ``TRADE_COLUMNS`` (USD, base qty, UTC candle open times);
+    total_pnl, realized, fees, equity: USD; stop_reason: one of ``STOP_REASONS`` (None while
+    running); start_ms/end_ms/stop_ms: exchange ms; open_positions_at_end / open_orders_at_end:
+    what the broker reported after flattening; stats: ``Book.stats()`` plus session fields;
+    equity_curve: DataFrame (time UTC index; equity, total_pnl USD) after each closed candle;
+    candles: per symbol DataFrame (open_time UTC index; open, high, low, close, fast_ma, slow_ma)
+    of the session's closed candles; fills: DataFrame (symbol, side, price, qty, reason, time).
+    """
+
+    trades: pd.DataFrame
+    total_pnl: float
+    stop_reason: str | None
+    realized: float = 0.0
+    fees: float = 0.0
+    equity: float = 0.0
+    start_ms: int = 0
+    end_ms: int = 0
+    stop_ms: int | None = None
+    open_positions_at_end: int | None = None
+    open_orders_at_end: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    equity_curve: pd.DataFrame | None = None
+    book: Book | None = None
+    candles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fills: pd.DataFrame | None = None
+    rules: Rules | None = None
+
+
+class Session:
+    """Event-handling core of a session (see module docstring). Synchronous, no I/O of its own
+    beyond the broker calls and journal appends it is given.
+
+    rules: validated :class:`Rules` (specs from ``broker.start`` when live);
+    broker: a ``pocklib.brokers`` broker (already started); journal: where decisions are written
+    ahead; start_ms/end_ms: session window, exchange ms (end defaults to start + hours);
+    stops: False disables the target/loss/time rules (replay parity with the backtest);
+    on_change: called after each handled event (dashboards), must be cheap.
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        broker: Any,
+        *,
+        session_id: str = "replay",
+        journal: JournalLike | None = None,
+        start_ms: int = 0,
+        end_ms: int | None = None,
+        stops: bool = True,
+        on_change: Callable[["Session", Any], None] | None = None,
+        record: bool = True,
+    ) -> None:
+        from pocklib.journal import NullJournal
+
+        self.rules = rules
+        self.broker = broker
+        self.session_id = session_id
+        self.journal: JournalLike = journal if journal is not None else NullJournal()
+        self.start_ms = int(start_ms)
+        self.end_ms = int(end_ms) if end_ms is not None else self.start_ms + rules.session_ms
+        self.stops = stops
+        self.on_change = on_change
+        self.record = record
+        self.book = Book(rules)
+        self.sym: dict[str, _Sym] = {s: _Sym(Crossover(rules.fast, rules.slow)) for s in rules.symbols}
+        self.now = self.start_ms
+        self.stopped = False
+        self.stop_reason: str | None = None
+        self.stop_ms: int | None = None
+        self.open_positions_at_end: int | None = None
+        self.open_orders_at_end: int | None = None
+        self.events = 0
+        self.closed_candles = 0
+        # display/report series (small: one row per closed candle / fill)
+        self.equity_rows: list[tuple[int, float, float]] = []
+        self.candle_rows: dict[str, list[tuple[int, float, float, float, float, float | None, float | None]]] = {
+            s: [] for s in rules.symbols
+        }
+        self.fill_rows: list[dict[str, Any]] = []
+        self.order_sent_hook: Callable[[str], None] | None = None  # bench: time of each order sent
+        self.known_fills: dict[str, Any] = {}  # client id -> fill already in the journal (resume)
+
+    # -- warm-up ---------------------------------------------------------------------------
+    def warm(self, symbol: str, open_time: int, close: float) -> None:
+        """Feed one closed history candle to the symbol's crossover (no trading)."""
+        st = self.sym[symbol]
+        if open_time <= st.last_closed:
+            return
+        st.xover.update(close)
+        st.last_closed = int(open_time)
+        st.cur_open = int(open_time)
+        st.price = float(close)
+        self.book.mark(symbol, float(close))
+
+    # -- events ----------------------------------------------------------------------------
+    def on_candle(self, c: Candle) -> None:
+        """Handle one stream event (closed candle or intra-candle update)."""
+        if self.stopped:
+            return
+        st = self.sym.get(c.symbol)
+        if st is None or c.open_time <= st.last_closed:
+            return  # another symbol, a duplicate, or a candle already handled (reconnect overlap)
+        self.events += 1
+        if c.event_time > self.now:
+            self.now = int(c.event_time)
+        if self.stops and c.open_time >= self.end_ms:
+            self.stop("time")
+            return
+        if st.pending is not None and c.open_time > st.pending[1] and not c.closed:
+            self._fill_pending(c)
+        if c.closed:
+            self._on_closed(c, st)
+        else:
+            st.cur_open = int(c.open_time)
+            st.price = float(c.close)
+            self.book.mark(c.symbol, float(c.close))
+        if self.stops and not self.stopped:
+            self.check_stops()
+        if self.on_change is not None:
+            self.on_change(self, c)
+
+    def on_time(self, now_ms: int) -> None:
+        """A clock tick without market data (server time): checks the time rule only."""
+        if self.stopped:
+            return
+        self.now = max(self.now, int(now_ms))
+        if self.stops and self.now >= self.end_ms:
+            self.stop("time")
+
+    def _on_closed(self, c: Candle, st: _Sym) -> None:
+        s, rules = c.symbol, self.rules
+        self.closed_candles += 1
+        self.journal.append("candle", t=self.now, symbol=s, open_time=c.open_time, open=c.open, high=c.high,
+                            low=c.low, close=c.close, volume=c.volume)
+        st.cur_open = int(c.open_time)
+        stopped_here = False
+        for f in self.broker.on_candle(c) or []:  # (1) SL/TP of a position opened before this candle
+            self._apply_exit_fill(f, c.open_time)
+            stopped_here = True
+        if st.pending is not None:  # next_open on a closed-candles feed: after the stop check
+            self._fill_pending(c, pre_empted=stopped_here)
+        sig = st.xover.update(c.close)  # (2)
+        st.last_closed = int(c.open_time)
+        st.price = float(c.close)
+        self.book.mark(s, float(c.close))  # (3) mark
+        if sig is not None:
+            self.journal.append("signal", t=self.now, symbol=s, open_time=c.open_time, signal=sig,
+                                fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma, acted=not stopped_here)
+            if not stopped_here:
+                self._act(c, st, sig)
+        if self.record:
+            self.candle_rows[s].append((c.open_time, c.open, c.high, c.low, c.close,
+                                        st.xover.fast_ma, st.xover.slow_ma))
+            self.equity_rows.append((c.open_time, self.book.equity(), self.book.total_pnl()))
+        self.journal.append("candle_done", t=self.now, symbol=s, open_time=c.open_time, equity=self.book.equity(),
+                            total_pnl=self.book.total_pnl(), fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma)
+
+    def _act(self, c: Candle, st: _Sym, sig: str) -> None:
+        s = c.symbol
+        pos = self.book.position(s)
+        if sig == "SELL" and pos is not None:
+            if self.rules.fill == "close":
+                self._exit(s, c.close, fill_ms=c.close_time, candle_open=c.open_time, reason="signal", action="c")
+            else:
+                st.pending = ("SELL", int(c.open_time))
+        elif sig == "BUY" and pos is None:
+            if st.last_data_candle is not None and c.open_time >= st.last_data_candle:
+                return  # replay: no entry on the last candle of the data (as the backtest)
+            if self.rules.fill == "close":
+                self._enter(s, c.close, fill_ms=c.close_time, candle_open=c.open_time)
+            else:
+                st.pending = ("BUY", int(c.open_time))
+
+    def _fill_pending(self, c: Candle, pre_empted: bool = False) -> None:
+        st = self.sym[c.symbol]
+        side, sig_open = st.pending  # type: ignore[misc]
+        st.pending = None
+        if pre_empted:
+            self.journal.append("pending_dropped", t=self.now, symbol=c.symbol, side=side, reason="stop")
+            return
+        if side == "SELL" and self.book.position(c.symbol) is not None:
+            self._exit(c.symbol, c.open, fill_ms=c.open_time, candle_open=c.open_time, reason="signal", action="c")
+        elif side == "BUY" and self.book.position(c.symbol) is None:
+            if st.last_data_candle is not None and c.open_time >= st.last_data_candle:
+                return  # the backtest takes no entry on the last candle
+            self._enter(c.symbol, c.open, fill_ms=c.open_time, candle_open=c.open_time)
+
+    # -- orders ----------------------------------------------------------------------------
+    def _enter(self, s: str, price: float, fill_ms: int, candle_open: int) -> None:
+        rules = self.rules
+        qty = order_qty(price, rules, s)
+        if qty <= 0:
+            self.journal.append("skip", t=self.now, symbol=s, open_time=candle_open, why="min_notional",
+                                price=price)
+            return
+        notional = qty * price
+        if not self.book.can_open(notional, rules.fee_rate * notional):
+            self.journal.append("skip", t=self.now, symbol=s, open_time=candle_open, why="capital",
+                                notional=notional)
+            return
+        cid = client_id(self.session_id, s, candle_open, "o")
+        if cid in self.known_fills:
+            return  # already done before a restart (its fill is in the book)
+        self.journal.append("order", t=self.now, cid=cid, symbol=s, side="BUY", qty=qty, price_hint=price,
+                            reason="signal", candle_open=candle_open, fill_ms=fill_ms)
+        if self.order_sent_hook is not None:
+            self.order_sent_hook(cid)
+        fill = self.broker.open_long(s, qty, price, cid, fill_ms)
+        if fill is None:
+            self.journal.append("reject", t=self.now, cid=cid, symbol=s)
+            return
+        self._apply_entry_fill(fill, candle_open)
+
+    def _apply_entry_fill(self, fill: Any, candle_open: int) -> None:
+        self.journal.append("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
+        pos = self.book.open(fill.symbol, ts(candle_open), float(fill.price), float(fill.qty), float(fill.fee))
+        self._record_fill(fill, candle_open)
+        pcid = client_id(self.session_id, fill.symbol, candle_open, "p")
+        self.journal.append("protect", t=self.now, cid=pcid, symbol=fill.symbol, qty=pos.qty, sl=pos.sl, tp=pos.tp)
+        self.broker.protect(fill.symbol, pos.qty, pos.sl, pos.tp, pcid)
+
+    def _exit(self, s: str, price: float, fill_ms: int, candle_open: int, reason: str, action: str) -> bool:
+        pos = self.book.position(s)
+        if pos is None:
+            return False
+        cid = client_id(self.session_id, s, candle_open, action)
+        if cid in self.known_fills:
+            return False
+        self.journal.append("order", t=self.now, cid=cid, symbol=s, side="SELL", qty=pos.qty, price_hint=price,
+                            reason=reason, candle_open=candle_open, fill_ms=fill_ms)
+        self.broker.unprotect(s)
+        if self.order_sent_hook is not None:
+            self.order_sent_hook(cid)
+        fill = self.broker.close_long(s, pos.qty, price, cid, reason, fill_ms)
+        if fill is None:
+            self.journal.append("reject", t=self.now, cid=cid, symbol=s)
+            return False
+        self._apply_exit_fill(fill, candle_open, reason)
+        return True
+
+    def _apply_exit_fill(self, fill: Any, candle_open: int, reason: str | None = None) -> None:
+        reason = reason or fill.reason
+        self.journal.append("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
+        if self.book.position(fill.symbol) is not None:
+            self.book.close(fill.symbol, ts(candle_open), float(fill.price), float(fill.fee), reason)
+        self._record_fill(fill, candle_open)
+
+    def _record_fill(self, fill: Any, candle_open: int) -> None:
+        if self.record:
+            self.fill_rows.append({"symbol": fill.symbol, "side": fill.side, "price": float(fill.price),
+                                   "qty": float(fill.qty), "reason": fill.reason, "time": ts(candle_open)})
+
+    # -- stop rules ------------------------------------------------------------------------
+    def check_stops(self) -> str | None:
+        """Apply the session stop rules now; returns the reason when the session stopped."""
+        total = self.book.total_pnl()
+        if total >= self.rules.target_usd:
+            self.stop("target")
+        elif total <= -self.rules.max_loss_usd:
+            self.stop("max_loss")
+        elif self.now >= self.end_ms:
+            self.stop("time")
+        return self.stop_reason if self.stopped else None
+
+    def stop(self, reason: str) -> None:
+        """Stop the session for ``reason`` and flatten: close all at the last prices, cancel all,
+        verify flat with the broker. Idempotent."""
+        if self.stopped:
+            return
+        if reason not in STOP_REASONS:
+            raise ValueError(f"reason: one of {STOP_REASONS}; got {reason!r}")
+        self.journal.append("stop", t=self.now, reason=reason, total_pnl=self.book.total_pnl())
+        self.stop_reason = reason
+        self.stop_ms = self.now
+        for s, st in self.sym.items():
+            if st.pending is not None:
+                self.journal.append("pending_dropped", t=self.now, symbol=s, side=st.pending[0], reason="session stop")
+                st.pending = None
+        self.flatten()
+        self.stopped = True
+
+    def flatten(self, attempts: int = 3) -> None:
+        """Close every book position at its last price (reason ``end``), then ``broker.flatten``;
+        repeat until the broker reports no position and no open order (at most ``attempts``)."""
+        for s in self.rules.symbols:
+            st = self.sym[s]
+            pos = self.book.position(s)
+            if pos is not None:
+                price = st.price if st.price is not None else pos.entry_price
+                self._exit(s, price, fill_ms=self.now, candle_open=st.cur_open, reason="end", action="e")
+        for k in range(attempts):
+            self.journal.append("flatten", t=self.now, attempt=k + 1)
+            for f in self.broker.flatten(self.now) or []:
+                self._apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now, "end")
+            positions = {s: q for s, q in (self.broker.positions() or {}).items() if abs(float(q)) > 0}
+            orders = int(self.broker.open_order_count())
+            self.open_positions_at_end, self.open_orders_at_end = len(positions), orders
+            self.journal.append("flat", t=self.now, positions=positions, open_orders=orders,
+                                flat=not positions and orders == 0)
+            if not positions and orders == 0:
+                break
+
+    # -- results ---------------------------------------------------------------------------
+    def result(self) -> SessionResult:
+        b = self.book
+        st = b.stats()
+        st.update(stop_reason=self.stop_reason, open_positions_at_end=self.open_positions_at_end,
+                  open_orders_at_end=self.open_orders_at_end, start_ms=self.start_ms, end_ms=self.end_ms,
+                  stop_ms=self.stop_ms, initial_capital=self.rules.capital, final_equity=b.equity(),
+                  session_id=self.session_id, closed_candles=self.closed_candles)
+        eq = pd.DataFrame(self.equity_rows, columns=["time", "equity", "total_pnl"])
+        eq["time"] = pd.to_datetime(eq["time"], unit="ms", utc=True)
+        cand = {}
+        for s, rows in self.candle_rows.items():
+            df = pd.DataFrame(rows, columns=["open_time", "open", "high", "low", "close", "fast_ma", "slow_ma"])
+            df["open_time"] = pd.to_datetime(df["open_time"], unit="ms", utc=True)
+            cand[s] = df.set_index("open_time").astype(float)
+        fills = pd.DataFrame(self.fill_rows, columns=["symbol", "side", "price", "qty", "reason", "time"])
+        return SessionResult(
+            trades=trades_frame(b.trades), total_pnl=b.total_pnl(), stop_reason=self.stop_reason,
+            realized=b.realized, fees=b.fees, equity=b.equity(), start_ms=self.start_ms, end_ms=self.end_ms,
+            stop_ms=self.stop_ms, open_positions_at_end=self.open_positions_at_end,
+            open_orders_at_end=self.open_orders_at_end, stats=st, equity_curve=eq.set_index("time"), book=b,
+            candles=cand, fills=fills, rules=self.rules,
+        )
+
+
+def _fill_dict(f: Any) -> dict[str, Any]:
+    return {"symbol": f.symbol, "side": f.side, "qty": float(f.qty), "price": float(f.price), "fee": float(f.fee),
+            "time": int(f.time), "reason": f.reason, "cid": f.client_id,
+            "order_id": None if f.order_id is None else str(f.order_id)}
+
+
+# -- replay --------------------------------------------------------------------------------
+
+def _index_ms(idx: pd.Index) -> np.ndarray:
+    """Open times of a frame index as int64 ms since epoch."""
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise ValueError("frames: index must be a UTC DatetimeIndex of candle open times")
+    return idx.as_unit("ms").asi8.astype(np.int64)
+
+
+def _to_ms(t: Any) -> int:
+    if isinstance(t, (int, np.integer)):
+        return int(t)
+    x = pd.Timestamp(t)
+    if x.tzinfo is None:
+        x = x.tz_localize("UTC")
+    return int(x.value // 1_000_000)
+
+
+def replay(
+    frames: dict[str, pd.DataFrame],
+    rules: Rules,
+    start: Any = None,
+    stops: bool = True,
+    *,
+    broker: Any = None,
+    journal: JournalLike | None = None,
+    session_id: str = "replay",
+    record: bool = True,
+) -> SessionResult:
+    """Drive :class:`Session` with the closed candles of ``frames`` as fast as possible (paper
+    broker, no network). Signature kept stable for the sweep/odds helpers.
+
+    frames: canonical candle frames by symbol (index = UTC open times); only ``rules.symbols``
+    present in ``frames`` are replayed. Candles are fed in time order, symbols of equal open time
+    in ``rules.symbols`` order; each candle is one closed event with event time = its close time
+    (open + interval - 1 ms).
+
+    start: Timestamp or ms of the first session candle's open time; candles before it only warm
+    up the crossovers (no trading). None: every candle is a session candle, session start = the
+    first open time.
+
+    stops=True: the session rules apply: after each candle, total P&L >= target_usd -> "target",
+    <= -max_loss_usd -> "max_loss"; the first candle opening at or after start + hours ends the
+    session ("time") before it is processed; out of data -> "data_end" ("time" when the data ends
+    exactly at the session end). At a stop every position is closed at its symbol's last
+    processed close (exit reason "end", book time = that candle's open time).
+
+    stops=False: no session rules; positions open at the end of the data close at their last
+    close (reason "end") and no entry is taken on a symbol's last candle — exactly the
+    vectorized backtest (:func:`pocklib.backtest.run`), so both give the same trade list.
+
+    Returns :class:`SessionResult` (trades, total_pnl, stop_reason, ...).
+    """
+    from pocklib.brokers.paper import PaperBroker
+
+    syms = [s for s in rules.symbols if s in frames]
+    if not syms:
+        raise ValueError(f"frames: none of rules.symbols {list(rules.symbols)} in frames {list(frames)}")
+    rules = rules.with_(symbols=tuple(syms)) if tuple(syms) != tuple(rules.symbols) else rules
+    iv = rules.interval_ms
+    cols = []
+    for k, s in enumerate(syms):
+        df = frames[s]
+        t = _index_ms(df.index)
+        cols.append((t, np.full(len(t), k), df["open"].to_numpy(np.float64), df["high"].to_numpy(np.float64),
+                     df["low"].to_numpy(np.float64), df["close"].to_numpy(np.float64),
+                     df["volume"].to_numpy(np.float64) if "volume" in df else np.zeros(len(t))))
+    t_all = np.concatenate([c[0] for c in cols])
+    k_all = np.concatenate([c[1] for c in cols])
+    order = np.lexsort((k_all, t_all))
+    o_all, h_all, l_all, c_all, v_all = (np.concatenate([c[j] for c in cols])[order] for j in range(2, 7))
+    t_all, k_all = t_all[order], k_all[order]
+    if len(t_all) == 0:
+        raise ValueError("frames: no candles")
+    start_ms = int(t_all[0]) if start is None else _to_ms(start)
+    broker = broker if broker is not None else PaperBroker()
+    if getattr(broker, "rules", None) is None:
+        broker.start(rules)
+    sess = Session(rules, broker, session_id=session_id, journal=journal, start_ms=start_ms, stops=stops,
+                   record=record)
+    for s in syms:
+        df = frames[s]
+        if len(df):
+            sess.sym[s].last_data_candle = _to_ms(df.index[-1])
+    syms_arr = syms
+    for i in range(len(t_all)):
+        ot = int(t_all[i])
+        s = syms_arr[int(k_all[i])]
+        if ot < start_ms:
+            sess.warm(s, ot, float(c_all[i]))
+            continue
+        sess.on_candle(Candle(s, ot, ot + iv - 1, float(o_all[i]), float(h_all[i]), float(l_all[i]),
+                              float(c_all[i]), float(v_all[i]), True, ot + iv - 1))
+        if sess.stopped:
+            break
+    if not sess.stopped:
+        last_close = int(t_all[-1]) + iv
+        sess.now = max(sess.now, last_close - 1)
+        sess.stop("time" if stops and last_close >= sess.end_ms else "data_end")
+    return sess.result()
+
+
+
+
+# -- resume ---------------------------------------------------------------------------------
+
+@dataclass
+class ResumeState:
+    """What a journal says about a session (see :func:`resume_state`)."""
+
+    session_id: str
+    start_ms: int
+    end_ms: int
+    rules: dict[str, Any]
+    venue: str
+    fills: list[dict[str, Any]]
+    done_candle: dict[str, int]  # symbol -> open_time (ms) of the last fully handled closed candle
+    protects: dict[str, dict[str, Any]]  # symbol -> last protect record
+    unresolved: list[dict[str, Any]]  # order records without a fill/reject answer
+    stop: dict[str, Any] | None  # the stop decision, if one was journaled
+    finished: bool  # an "end" record exists: the session is over
+    resumes: int
+    equity_rows: list[tuple[int, float, float]]
+    candle_rows: dict[str, list[tuple]]
+
+
+def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
+    """Fold a journal's records into a :class:`ResumeState` (None: no session started in it)."""
+    starts = [i for i, r in enumerate(records) if r["kind"] == "session_start"]
+    if not starts:
+        return None
+    first = records[starts[0]]
+    recs = records[starts[0]:]
+    fills, done, protects, orders, answered = [], {}, {}, {}, set()
+    stop, finished, resumes = None, False, 0
+    eq_rows: list[tuple[int, float, float]] = []
+    c_rows: dict[str, list[tuple]] = {}
+    last_candle: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        k = r["kind"]
+        if k == "fill":
+            fills.append(r)
+            answered.add(r["cid"])
+        elif k == "reject":
+            answered.add(r["cid"])
+        elif k == "order":
+            orders[r["cid"]] = r
+        elif k == "protect":
+            protects[r["symbol"]] = r
+        elif k == "candle":
+            last_candle[r["symbol"]] = r
+        elif k == "candle_done":
+            done[r["symbol"]] = int(r["open_time"])
+            eq_rows.append((int(r["open_time"]), float(r["equity"]), float(r["total_pnl"])))
+            lc = last_candle.get(r["symbol"], {})
+            c_rows.setdefault(r["symbol"], []).append(
+                (int(r["open_time"]), lc.get("open"), lc.get("high"), lc.get("low"), lc.get("close"),
+                 r.get("fast_ma"), r.get("slow_ma")))
+        elif k == "stop":
+            stop = r
+        elif k == "end":
+            finished = True
+        elif k == "resume":
+            resumes += 1
+    unresolved = [o for c, o in orders.items() if c not in answered]
+    return ResumeState(first["session_id"], int(first["start_ms"]), int(first["end_ms"]), first["rules"],
+                       first.get("venue", ""), fills, done, protects, unresolved, stop, finished, resumes,
+                       eq_rows, c_rows)
+
+
+def rebuild_book(session: Session, state: ResumeState) -> None:
+    """Apply the journal's fills to ``session.book`` (in order) and remember their client ids."""
+    for f in state.fills:
+        fill = _fill_from_record(f)
+        session.known_fills[fill.client_id] = fill
+        if f["side"] == "BUY":
+            if session.book.position(f["symbol"]) is None:
+                session.book.open(f["symbol"], ts(f["book_time"]), fill.price, fill.qty, fill.fee)
+        elif session.book.position(f["symbol"]) is not None:
+            session.book.close(f["symbol"], ts(f["book_time"]), fill.price, fill.fee, f["reason"])
+        session._record_fill(fill, int(f["book_time"]))
+    session.equity_rows = list(state.equity_rows)
+    for s, rows in state.candle_rows.items():
+        if s in session.candle_rows:
+            session.candle_rows[s] = list(rows)
+
+
+def _fill_from_record(r: dict[str, Any]) -> Any:
+    from pocklib.brokers.base import Fill
+
+    return Fill(symbol=r["symbol"], side=r["side"], qty=float(r["qty"]), price=float(r["price"]),
+                fee=float(r["fee"]), time=int(r["time"]), reason=r["reason"], client_id=r["cid"],
+                order_id=r.get("order_id"))
+
+
+def _reconcile(sess: Session, state: ResumeState, broker: Any) -> dict[str, Any]:
+    """After a restart: finish orders the journal shows as sent but unanswered (same client id:
+    the exchange recognises them, nothing is placed twice), re-attach SL/TP of open positions
+    (same client ids), then compare the book with the exchange's positions."""
+    j = sess.journal
+    for o in state.unresolved:
+        s, cid = o["symbol"], o["cid"]
+        j.append("resume_order", t=sess.now, cid=cid, symbol=s, side=o["side"])
+        if o["side"] == "BUY":
+            if sess.book.position(s) is not None:
+                continue
+            fill = sess.broker.open_long(s, float(o["qty"]), float(o["price_hint"]), cid, int(o["fill_ms"]))
+            if fill is None:
+                j.append("reject", t=sess.now, cid=cid, symbol=s)
+                continue
+            sess._apply_entry_fill(fill, int(o["candle_open"]))
+        else:
+            if sess.book.position(s) is None:
+                continue
+            fill = sess.broker.close_long(s, float(o["qty"]), float(o["price_hint"]), cid, o["reason"],
+                                          int(o["fill_ms"]))
+            if fill is None:
+                j.append("reject", t=sess.now, cid=cid, symbol=s)
+                continue
+            sess._apply_exit_fill(fill, int(o["candle_open"]), o["reason"] if fill.reason == o["reason"] else None)
+    restore = getattr(sess.broker, "restore", None)
+    for s, pos in sess.book.positions.items():
+        prot = state.protects.get(s)
+        pcid = prot["cid"] if prot else client_id(sess.session_id, s, int(pos.entry_time.value // 1_000_000), "p")
+        if restore is not None:  # paper: the broker's memory died with the process
+            restore(s, pos.qty, pos.entry_price, int(pos.entry_time.value // 1_000_000), pos.sl, pos.tp)
+        else:
+            j.append("protect", t=sess.now, cid=pcid, symbol=s, qty=pos.qty, sl=pos.sl, tp=pos.tp, resumed=True)
+            sess.broker.protect(s, pos.qty, pos.sl, pos.tp, pcid)
+    exch = {s: float(q) for s, q in (sess.broker.positions() or {}).items() if abs(float(q)) > 0}
+    book = {s: p.qty for s, p in sess.book.positions.items()}
+    info = {"exchange_positions": exch, "book_positions": book, "match": set(exch) == set(book)}
+    j.append("reconcile", t=sess.now, **info)
+    return info
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+#: The notebooks' parameters and their defaults (same names as the backtest notebook's, plus
+#: the session's). ``symbols`` may be a comma-separated string or a list.
+PARAMS: dict[str, Any] = {
+    "symbols": "BTCUSDT,ETHUSDT", "interval": "5m", "data": "sample", "fast": 9, "slow": 21,
+    "capital": 500.0, "position_usd": 150.0, "stop_loss_pct": 0.01, "take_profit_pct": 0.015,
+    "fee_rate": 0.0005, "fill": "close", "out_dir": "out/live", "venue": "testnet", "hours": 4.0,
+    "speed": 480.0, "target_usd": 6.0, "max_loss_usd": 15.0, "session_id": "",
+    "i_understand_real_money": False,
+}
+VENUES = ("testnet", "demo", "live", "sim")
+_SID_RE = r"[A-Za-z0-9._-]{1,64}"
+#: Environment variables that attach venue "sim" to an already running simulator (tests,
+#: ``python -m pocklib sim``) instead of starting one in-process.
+SIM_ENV = ("POCKLIB_SIM_URL", "POCKLIB_SIM_API_KEY", "POCKLIB_SIM_API_SECRET")
+
+
+@dataclass
+class Plan:
+    """Validated parameters of a session; made before any connection (:func:`plan`)."""
+
+    rules: Rules
+    venue: str
+    broker: str  # "binance" | "paper"
+    hours: float
+    speed: float
+    out_dir: str
+    session_id: str
+    data: Any
+    venue_obj: Any = None  # pocklib.venues.Venue for testnet/demo/live with keys (binance broker)
+    frames: dict[str, pd.DataFrame] | None = None  # venue "sim" started here: its candles
+    attach: dict[str, str] | None = None  # venue "sim" attached through SIM_ENV
+
+
+def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: Any) -> Plan:
+    """Validate every parameter before anything connects; ``ValueError`` naming the parameter.
+
+    broker: "binance" (orders on the venue) or "paper" (dry run: market data only, no keys).
+    """
+    import os
+    import re
+
+    env = dict(os.environ) if env is None else env
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown parameter; known: {sorted(PARAMS)}")
+    p = {**PARAMS, **params}
+    if broker not in ("binance", "paper"):
+        raise ValueError(f"broker: 'binance' or 'paper'; got {broker!r}")
+    for name in ("hours", "speed"):
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"{name}: a number; got {v!r}")
+    if p["hours"] <= 0:
+        raise ValueError(f"hours: > 0; got {p['hours']!r}")
+    if p["speed"] < 0:
+        raise ValueError(f"speed: >= 0 (exchange seconds per wall second for venue 'sim'; 0 = as fast as read); "
+                         f"got {p['speed']!r}")
+    rules = Rules.from_params(**p)
+    if p["venue"] not in VENUES:
+        raise ValueError(f"venue: one of {list(VENUES)}; got {p['venue']!r}")
+    sid = p["session_id"] or ""
+    if not isinstance(sid, str) or (sid and not re.fullmatch(_SID_RE, sid)):
+        raise ValueError(f"session_id: '' (automatic) or 1-64 chars of [A-Za-z0-9._-]; got {sid!r}")
+    if not isinstance(p["out_dir"], str) or not p["out_dir"]:
+        raise ValueError(f"out_dir: a folder path; got {p['out_dir']!r}")
+    if not isinstance(p["i_understand_real_money"], bool):
+        raise ValueError(f"i_understand_real_money: True or False; got {p['i_understand_real_money']!r}")
+    out = Plan(rules, p["venue"], broker, float(p["hours"]), float(p["speed"]), p["out_dir"], sid, p["data"])
+    if p["venue"] == "sim":
+        if env.get(SIM_ENV[0]):
+            missing = [k for k in SIM_ENV if not env.get(k)]
+            if missing:
+                raise ValueError(f"venue: 'sim' attached through {SIM_ENV[0]} needs {', '.join(missing)} too")
+            out.attach = {k: env[k] for k in SIM_ENV}
+        else:
+            from pocklib import history
+
+            try:
+                out.frames = {s: history.load(p["data"], s, rules.interval) for s in rules.symbols}
+            except ValueError as e:
+                raise ValueError(f"data: {e}") from None
+            need = rules.slow + 12 + int(np.ceil(rules.session_ms / rules.interval_ms)) + 3
+            short = {s: len(f) for s, f in out.frames.items() if len(f) < need}
+            if short:
+                raise ValueError(f"data: venue 'sim' needs >= {need} candles per symbol for {out.hours} h "
+                                 f"(warm-up + session); got {short}")
+    elif broker == "binance":
+        from pocklib.venues import venue as make_venue
+
+        # keys from the environment, live opt-in (parameter AND env var): VenueError is a ValueError
+        out.venue_obj = make_venue(p["venue"], i_understand_real_money=p["i_understand_real_money"], env=env)
+    return out
+
+
+def _market_venue(name: str) -> Any:
+    """A keyless venue for market data only (dry run on testnet/demo/live)."""
+    from pocklib.venues import HOSTS, Keys, Venue
+
+    rest, ws, _, _ = HOSTS[name]
+    return Venue(name, rest, ws, Keys("", "", source="none (market data only)"))
+
+
+# -- the live loop --------------------------------------------------------------------------
+
+class _Interrupt:
+    """SIGINT (Ctrl-C, Jupyter's interrupt) turned into a flag the loop polls, so the session
+    can flatten and report instead of dying inside a broker call."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_Interrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum: int, frame: Any) -> None:
+                self.hit = True
+
+            self._old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _archive(out: Any, sid: str) -> None:
+    """Move a previous session's artifacts out of the way (out_dir/previous/<session id>/)."""
+    import shutil
+
+    dest = out / "previous" / (sid or "unnamed")
+    k = 1
+    while dest.exists():
+        dest = out / "previous" / f"{sid}-{k}"
+        k += 1
+    dest.mkdir(parents=True)
+    for name in ("journal.jsonl", "trades.csv", "stats.json", "report.md", "charts.html"):
+        if (out / name).exists():
+            shutil.move(str(out / name), str(dest / name))
+
+
+async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: Any = None,
+                      env: dict[str, str] | None = None, tick_s: float = 0.5, **params: Any) -> SessionResult:
+    """Run one live session (or dry run with ``broker="paper"``) and write its report.
+
+    ``params``: see :data:`PARAMS` (validated first by :func:`plan`, before any connection).
+    venue "sim" starts :class:`pocklib.sim.Simulator` in-process on ``data`` at ``speed``
+    (or attaches to a running one: :data:`SIM_ENV`, or ``sim=`` a started Simulator).
+    On a journal of the same session in ``out_dir`` the session resumes. The session stops on
+    target, max loss, time, interrupt (SIGINT) or error; it then flattens, verifies the account
+    is flat and writes journal.jsonl, trades.csv, stats.json, report.md (and charts.html) to
+    ``out_dir``. ``dashboard``: an object with ``update(session)`` / ``finish(session)``
+    (:class:`pocklib.dashboard.Dashboard`). An unrecoverable error is re-raised after the
+    flatten and the report. Await it (``await run_session(...)`` in a notebook cell).
+    """
+    import asyncio
+    from pathlib import Path
+
+    from pocklib import journal as jmod
+    from pocklib import report
+    from pocklib.errors import redact
+    from pocklib.stream import candles, fetch_closed, rest_backfill
+    from pocklib.venues import sim_venue
+
+    p = plan(broker, env, **params)
+    rules = p.rules
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "journal.jsonl"
+    state = resume_state(jmod.read(jpath))
+    if state is not None and ((p.session_id and state.session_id != p.session_id)
+                              or (state.finished and not p.session_id)):
+        _archive(out, state.session_id)
+        state = None
+    started_sim = None
+    secrets: list[str] = []
+    if state is not None and state.finished:  # same session, already over: report only
+        return _finished_result(state, rules, out)
+
+    # venue, broker (connections start here)
+    if p.venue == "sim":
+        if sim is None and p.attach is None:
+            from pocklib.sim import Simulator
+
+            first = next(iter(p.frames.values()))
+            sc = int(np.ceil(rules.session_ms / rules.interval_ms))
+            row = max(rules.slow + 12, min(200, len(first) - sc - 3))
+            sim = started_sim = Simulator(p.frames, interval=rules.interval, speed=p.speed,
+                                          start=first.index[row], fee_rate=rules.fee_rate)
+            sim.start()
+        if sim is not None:
+            v = sim_venue(rest_url=sim.base_url, ws_url=sim.ws_url, api_key=sim._core.api_key,
+                          api_secret=sim._core.api_secret.decode(), speed=sim.speed)
+        else:
+            a = p.attach
+            v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),
+                          api_key=a["POCKLIB_SIM_API_KEY"], api_secret=a["POCKLIB_SIM_API_SECRET"], speed=p.speed)
+    elif p.broker == "binance":
+        v = p.venue_obj
+    else:
+        v = _market_venue(p.venue)
+    secrets = [x for x in (v.keys.api_key, v.keys.api_secret) if x]
+    md_client = v.make_client()  # market data for the stream's backfill (worker thread)
+    wu_client = v.make_client()  # warm-up and paper clock (loop thread)
+    if p.broker == "binance":
+        from pocklib.brokers.binance import BinanceBroker
+
+        brk: Any = BinanceBroker(v, session_id=p.session_id or "pocklib")
+    else:
+        from pocklib.brokers.paper import PaperBroker
+
+        brk = PaperBroker(clock=lambda: int(wu_client.futures_time()["serverTime"]))
+    jr: Any = None
+    sess: Session | None = None
+    error: BaseException | None = None
+    stream_stats: dict[str, Any] = {}
+    try:
+        specs = await asyncio.to_thread(brk.start, rules)
+        rules = rules.with_(specs={**rules.specs, **specs})
+        now = int(await asyncio.to_thread(brk.server_time))
+        sid = p.session_id or (state.session_id if state else f"{p.venue}-{ts(now):%Y%m%dT%H%M%S}")
+        if hasattr(brk, "session_id"):
+            brk.session_id = sid
+        jr = jmod.Journal(jpath, secrets=secrets)
+        if state is None:
+            start_ms, end_ms = now, now + rules.session_ms
+            jr.append("session_start", t=now, session_id=sid, venue=p.venue, broker=brk.name, start_ms=start_ms,
+                      end_ms=end_ms, rules=rules.to_dict(), specs={s: vars(sp) for s, sp in specs.items()})
+        else:
+            start_ms, end_ms = state.start_ms, state.end_ms
+            jr.append("resume", t=now, session_id=sid, resumes=state.resumes + 1, done=state.done_candle,
+                      unresolved=[o["cid"] for o in state.unresolved])
+        sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms)
+        sess.now = max(now, start_ms)
+        if state is not None:
+            rebuild_book(sess, state)
+        # warm-up: enough closed history that the first live candle can already signal
+        for s in rules.symbols:
+            done = state.done_candle.get(s) if state is not None else None
+            upto = done + rules.interval_ms if done is not None else start_ms
+            hist = await asyncio.to_thread(fetch_closed, wu_client, s, rules.interval, rules.slow + 10, upto)
+            jr.append("warmup", t=now, symbol=s, candles=len(hist), closes=[c.close for c in hist],
+                      first_open=hist[0].open_time if hist else None, last_open=hist[-1].open_time if hist else None)
+            for c in hist:
+                sess.warm(s, c.open_time, c.close)
+        if state is not None:
+            await asyncio.to_thread(_reconcile, sess, state, brk)
+            if state.stop is not None:
+                sess.stop(state.stop["reason"])
+        if dashboard is not None:
+            dashboard.update(sess, force=True)
+        if not sess.stopped:
+            stream = candles(v.ws_url, rules.symbols, rules.interval, rest_backfill(md_client, rules.interval),
+                             since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
+                             stream_path=v.stream_path)
+            await _loop(sess, stream, brk, dashboard, tick_s)
+            stream_stats = stream.stats.as_dict()
+    except BaseException as e:  # noqa: BLE001 - every way out must flatten
+        error = e
+        if jr is not None:
+            jr.append("error", t=sess.now if sess else 0, error=type(e).__name__, message=redact(str(e))[:500])
+    finally:
+        result = None
+        if sess is not None:
+            if not sess.stopped:
+                reason = "interrupted" if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) else "error"
+                try:
+                    sess.stop(reason)
+                except Exception as e2:  # flatten failed: say so loudly in the report
+                    jr.append("error", t=sess.now, error=type(e2).__name__, message=redact(str(e2))[:500],
+                              during="flatten")
+                    error = error or e2
+            result = sess.result()
+            result.stats["stream"] = stream_stats
+            result.stats["venue"] = p.venue
+            result.stats["broker"] = brk.name
+            if error is not None:
+                result.stats["error"] = f"{type(error).__name__}: {redact(str(error))[:300]}"
+            jr.append("end", t=sess.now, stats=_jsonable(result.stats))
+            report.write(out, result, rules, title=f"Session {sess.session_id} ({p.venue}, {brk.name} broker)")
+            if dashboard is not None:
+                dashboard.finish(sess)
+        if jr is not None:
+            jr.close()
+        if started_sim is not None:
+            started_sim.stop()
+    if error is not None and not isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        raise error
+    return result  # type: ignore[return-value]
+
+
+async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float) -> None:
+    """Feed stream events to the session until it stops; time checks when the stream is quiet."""
+    import asyncio
+
+    q: asyncio.Queue = asyncio.Queue()
+    done = False
+
+    async def pump() -> None:
+        try:
+            async for c in stream:
+                if done:
+                    return
+                await q.put(c)
+        except BaseException as e:  # noqa: BLE001 - handed to the loop
+            await q.put(e)
+
+    task = asyncio.create_task(pump())
+    try:
+        with _Interrupt() as intr:
+            while not sess.stopped:
+                if intr.hit:
+                    sess.stop("interrupted")
+                    break
+                try:
+                    item = await asyncio.wait_for(q.get(), timeout=tick_s)
+                except asyncio.TimeoutError:
+                    sess.on_time(await asyncio.to_thread(brk.server_time))
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                sess.on_candle(item)
+                if dashboard is not None:
+                    dashboard.update(sess)
+    finally:
+        done = True
+        # Python 3.11's wait_for (inside the stream) can swallow a cancellation that races with
+        # a message; the ``done`` flag ends the pump at its next message in that case.
+        for _ in range(20):
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+            if task.done():
+                break
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    from pocklib.journal import _clean
+
+    return _clean(d, ())
+
+
+def _finished_result(state: ResumeState, rules: Rules, out: Any) -> SessionResult:
+    """The result of a session whose journal is complete (re-running it trades nothing)."""
+    from pocklib.brokers.paper import PaperBroker
+
+    sess = Session(rules, PaperBroker(), session_id=state.session_id, start_ms=state.start_ms, end_ms=state.end_ms)
+    rebuild_book(sess, state)
+    sess.stopped, sess.stop_reason = True, state.stop["reason"] if state.stop else None
+    res = sess.result()
+    import json
+
+    stats_path = out / "stats.json"
+    if stats_path.exists():
+        res.stats.update(json.loads(stats_path.read_text()))
+        res.open_positions_at_end = res.stats.get("open_positions_at_end")
+    return res
+
+
+__all__ = ["Candle", "PARAMS", "Plan", "ResumeState", "STOP_REASONS", "Session", "SessionResult", "TRADE_COLUMNS",
+           "client_id", "plan", "rebuild_book", "replay", "resume_state", "run_session", "ts"]

@@ -1,0 +1,77 @@
+"""``python -m pocklib sim``: run the exchange simulator until interrupted.
+
+The first line of output is the base URL (``http://127.0.0.1:PORT``), flushed at once, so a
+script can read it and connect. REST is under ``<base>/fapi/...``; streams under
+``ws://127.0.0.1:PORT/ws/...``, ``/stream?streams=...`` and the ``/market/...`` forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from pocklib.sim.faults import FaultPlan
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pocklib sim", description="Local Binance USD-M futures "
+                                "exchange simulator (REST + kline websocket on 127.0.0.1).")
+    p.add_argument("--data", default="sample", help="'sample', a cache key or a .parquet/.csv/"
+                   ".zip path (pocklib.history.load); default: sample")
+    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT", help="comma-separated symbols")
+    p.add_argument("--interval", default="5m")
+    p.add_argument("--speed", type=float, default=300.0,
+                   help="sim seconds per wall second; 0 = as fast as clients read (default 300)")
+    p.add_argument("--start", default=None,
+                   help="open time of the first streamed candle (ISO or ms); default: row 200")
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = a free one)")
+    p.add_argument("--api-key", default="test-key")
+    p.add_argument("--api-secret", default="test-secret")
+    p.add_argument("--balance", type=float, default=10_000.0, help="USDT wallet (USD)")
+    p.add_argument("--fee-rate", type=float, default=0.0005, help="taker fee (fraction)")
+    p.add_argument("--slippage", type=float, default=0.0, help="MARKET slippage (fraction)")
+    p.add_argument("--updates-per-candle", type=int, default=4)
+    p.add_argument("--weight-limit", type=int, default=None,
+                   help="request weight per wall minute before 429/-1003 (default: unlimited; "
+                   "Binance: 2400)")
+    p.add_argument("--faults", default=None, help="fault plan as JSON (see pocklib.sim.FaultPlan)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    from pocklib import history
+    from pocklib.sim.simulator import Simulator
+
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    try:
+        frames = {s: history.load(args.data, s, args.interval) for s in symbols}
+        start = int(args.start) if args.start and args.start.isdigit() else args.start
+        faults = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
+        sim = Simulator(frames, interval=args.interval, speed=args.speed, start=start,
+                        api_key=args.api_key, api_secret=args.api_secret, balance=args.balance,
+                        fee_rate=args.fee_rate, slippage=args.slippage,
+                        updates_per_candle=args.updates_per_candle, faults=faults,
+                        port=args.port, weight_limit=args.weight_limit)
+        url = sim.start()
+    except (ValueError, OSError) as e:
+        print(f"pocklib sim: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(url, flush=True)
+    print(f"streams: {sim.ws_url}/market/ws/<symbol>@kline_{args.interval} "
+          f"(also /ws/..., /stream?streams=..., /market/stream?streams=...); "
+          f"symbols {', '.join(symbols)}; speed {args.speed:g}; Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The simulated exchange's own symbol table (``exchangeInfo`` filters).
+
+Deliberately independent of :mod:`pocklib.rules`: the simulator is the exchange, so a client
+that misreads the filters must be caught by it, not agree with it. BTCUSDT and ETHUSDT carry
+production-like numbers (Binance USD-M, 2025); any other symbol gets generic filters derived
+from its price level (about five significant digits of price, a $5 minimum notional).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class SymbolFilters:
+    """Filters of one symbol. Decimal strings as Binance serves them.
+
+    tick: PRICE_FILTER tickSize (USD); step: LOT_SIZE stepSize (base asset);
+    min_notional: MIN_NOTIONAL ``notional`` (USD).
+    """
+
+    symbol: str
+    base: str
+    tick: str
+    min_price: str
+    max_price: str
+    step: str
+    min_qty: str
+    max_qty: str
+    market_step: str
+    market_min_qty: str
+    market_max_qty: str
+    min_notional: str
+    price_precision: int
+    quantity_precision: int
+    onboard_ms: int = 1569398400000
+
+    @property
+    def tick_d(self) -> Decimal:
+        return Decimal(self.tick)
+
+    @property
+    def step_d(self) -> Decimal:
+        return Decimal(self.step)
+
+    def exchange_info(self) -> dict:
+        """The ``symbols[]`` entry of ``/fapi/v1/exchangeInfo`` (wire notes §2.1, §7.3)."""
+        return {
+            "symbol": self.symbol,
+            "pair": self.symbol,
+            "contractType": "PERPETUAL",
+            "deliveryDate": 4133404800000,
+            "onboardDate": self.onboard_ms,
+            "status": "TRADING",
+            "maintMarginPercent": "2.5000",
+            "requiredMarginPercent": "5.0000",
+            "baseAsset": self.base,
+            "quoteAsset": "USDT",
+            "marginAsset": "USDT",
+            "pricePrecision": self.price_precision,
+            "quantityPrecision": self.quantity_precision,
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "underlyingType": "COIN",
+            "underlyingSubType": [],
+            "settlePlan": 0,
+            "triggerProtect": "0.0500",
+            "liquidationFee": "0.012500",
+            "marketTakeBound": "0.05",
+            "maxMoveOrderLimit": 10000,
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": self.min_price,
+                 "maxPrice": self.max_price, "tickSize": self.tick},
+                {"filterType": "LOT_SIZE", "minQty": self.min_qty, "maxQty": self.max_qty,
+                 "stepSize": self.step},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": self.market_min_qty,
+                 "maxQty": self.market_max_qty, "stepSize": self.market_step},
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                {"filterType": "MIN_NOTIONAL", "notional": self.min_notional},
+                {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
+                 "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+            ],
+            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
+                           "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        }
+
+
+KNOWN: dict[str, SymbolFilters] = {
+    "BTCUSDT": SymbolFilters(
+        "BTCUSDT", "BTC", tick="0.10", min_price="261.10", max_price="809484",
+        step="0.001", min_qty="0.001", max_qty="1000",
+        market_step="0.001", market_min_qty="0.001", market_max_qty="120",
+        min_notional="100", price_precision=2, quantity_precision=3),
+    "ETHUSDT": SymbolFilters(
+        "ETHUSDT", "ETH", tick="0.01", min_price="39.86", max_price="306177",
+        step="0.001", min_qty="0.001", max_qty="10000",
+        market_step="0.001", market_min_qty="0.001", market_max_qty="2000",
+        min_notional="20", price_precision=2, quantity_precision=3),
+}
+
+
+def _pow10(e: int) -> str:
+    return format(Decimal(1).scaleb(e), "f")
+
+
+def filters_for(symbol: str, ref_price: float) -> SymbolFilters:
+    """Filters for ``symbol``: the known table, else generic ones from a reference price (USD)."""
+    if symbol in KNOWN:
+        return KNOWN[symbol]
+    p = ref_price if ref_price > 0 and math.isfinite(ref_price) else 1.0
+    tick_e = math.floor(math.log10(p)) - 4
+    step_e = min(3, max(-6, math.floor(math.log10(5.0 / p))))
+    tick, step = _pow10(tick_e), _pow10(step_e)
+    base = symbol[:-4] if symbol.endswith("USDT") else symbol
+    return SymbolFilters(
+        symbol, base, tick=tick, min_price=tick, max_price=format(Decimal(str(p)) * 100, "f"),
+        step=step, min_qty=step, max_qty=_pow10(step_e + 7),
+        market_step=step, market_min_qty=step, market_max_qty=_pow10(step_e + 6),
+        min_notional="5", price_precision=max(0, -tick_e), quantity_precision=max(0, -step_e))

@@ -1,0 +1,352 @@
+"""Fused parameter sweep of the MA crossover: every (fast, slow) pair in one compiled pass.
+
+``sweep(frame, rules)`` backtests each pair of windows on one symbol's candles under the same
+rules and conventions as :func:`pocklib.backtest.run` (vectorbt from_signals: fees, SL/TP from the
+fill price, gap fills at the open, the stop candle ignores its own signal, ``order_qty`` sizing
+with lot rounding and the min-notional policy, ``fill`` close/next_open, an exit forced on the
+last candle, entries needing notional + fee in cash) and returns per pair: total P&L (USD),
+return (% of capital), trades, win rate (fraction), max drawdown (% of the running peak of
+equity, as backtest's ``max_drawdown_pct``) and profit factor — equal to backtest's stats.
+
+How it stays fast: one int64 cumulative sum of the closes (units of 1e-8 USD) serves every
+window (a window sum is two reads), the crossing ``sum_fast * slow > sum_slow * fast`` is
+evaluated on the fly inside the position simulation, and pairs run in parallel (numba
+``prange``, compiled once to the on-disk cache). Nothing of size bars x pairs is built.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from pocklib import kernels
+from pocklib.rules import Rules, order_qty
+from pocklib.signals import to_units
+
+#: Metric columns of :attr:`SweepResult.table` (units: USD, %, count, fraction, %, ratio).
+METRICS: tuple[str, ...] = kernels.METRICS
+METRIC_LABELS: dict[str, str] = {
+    "total_pnl": "total P&L (USD)",
+    "return_pct": "return (%)",
+    "trades": "trades",
+    "win_rate": "win rate (fraction)",
+    "max_drawdown_pct": "max drawdown (%)",
+    "profit_factor": "profit factor",
+}
+_REQUIRED = ("open", "high", "low", "close")
+_INT64_LIMIT = 2**62
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def ohlc_arrays(frame: pd.DataFrame, name: str = "frame") -> tuple[np.ndarray, ...]:
+    """(open, high, low, close) float64 arrays of a candle frame, validated (USD, > 0, finite)."""
+    missing = [c for c in _REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing columns {missing}")
+    arr = frame[list(_REQUIRED)].to_numpy(np.float64)
+    if len(arr) == 0 or not np.isfinite(arr).all() or (arr <= 0).any():
+        raise ValueError(f"{name}: open/high/low/close must be non-empty, finite and > 0")
+    return tuple(np.ascontiguousarray(arr[:, k]) for k in range(4))
+
+
+def units_cumsum(close: np.ndarray, max_window: int) -> np.ndarray:
+    """Cumulative sum (len n + 1, starts at 0) of closes in int64 units of 1e-8 USD.
+
+    A window sum is ``cs[i + 1] - cs[i + 1 - w]``: exact modulo 2**64 even if the running sum
+    wraps, and every product ``sum * window`` used by the crossover must fit in int64."""
+    u = to_units(close)
+    if len(u) and int(np.abs(u).max()) * max_window * max_window * 2 >= _INT64_LIMIT:
+        raise ValueError("close: prices too large for exact int64 MA comparison at these windows")
+    cs = np.zeros(len(u) + 1, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        np.cumsum(u, out=cs[1:])
+    return cs
+
+
+def _decimals(s: str) -> int:
+    return max(0, -Decimal(s).normalize().as_tuple().exponent)
+
+
+def _near_int(x: np.ndarray) -> np.ndarray:
+    return np.abs(x - np.rint(x)) <= 1e-7 * np.maximum(1.0, np.abs(x))
+
+
+def _near(a: np.ndarray, b: float) -> np.ndarray:
+    return np.abs(a - b) <= 1e-9 * max(abs(b), 1e-300)
+
+
+def order_qty_array(prices: np.ndarray, rules: Rules, symbol: str) -> np.ndarray:
+    """``rules.order_qty`` of every price (USD), vectorized and exact.
+
+    Floats decide every comparison that is clear by a wide margin (1e-9 relative); prices where
+    a lot-step floor/ceil or a notional/capital comparison is that close to its boundary are
+    recomputed with :func:`pocklib.rules.order_qty` (decimal arithmetic), so the result equals
+    it element for element (tested on every candle of the samples)."""
+    p = np.asarray(prices, dtype=np.float64)
+    if not (np.isfinite(p).all() and (p > 0).all()):
+        raise ValueError("price: must be positive numbers")
+    spec = rules.spec(symbol)
+    d = max(_decimals(spec.step), _decimals(spec.min_qty))
+    scale = 10.0**d  # quantities in integer units of 10**-d base asset (exact in float below 2**53)
+    step_u = float(int(Decimal(spec.step).scaleb(d)))
+    min_qty_u = float(int(Decimal(spec.min_qty).scaleb(d)))
+    mn, cap = float(spec.min_notional), float(rules.capital)
+
+    x = rules.position_usd / p / float(spec.step)  # lots, before the floor
+    unsure = _near_int(x)
+    q_u = np.floor(x) * step_u
+    notional = q_u / scale * p
+    unsure |= _near(notional, mn)
+    ok = (q_u >= min_qty_u) & (notional >= mn)
+    out = np.where(ok, q_u / scale, 0.0)
+    if rules.min_notional == "round_up":
+        y = mn / p / float(spec.step)
+        unsure |= ~ok & _near_int(y)
+        need_u = np.maximum(min_qty_u, np.ceil(y) * step_u)
+        need_not = need_u / scale * p
+        unsure |= ~ok & _near(need_not, mn)
+        need_u = np.where(need_not < mn, need_u + step_u, need_u)
+        need_not = need_u / scale * p
+        unsure |= ~ok & _near(need_not, cap)
+        out = np.where(ok, out, np.where(need_not <= cap, need_u / scale, 0.0))
+    for k in np.flatnonzero(unsure):
+        out[k] = order_qty(float(p[k]), rules, symbol)
+    return out
+
+
+def fill_prices(o: np.ndarray, c: np.ndarray, rules: Rules) -> np.ndarray:
+    """Price (USD) of an order placed on candle j: its close ("close") or its open ("next_open",
+    where the order candle is the one after the signal candle)."""
+    return c if rules.fill == "close" else o
+
+
+# -- the sweep ------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    """Metrics of every (fast, slow) pair on one symbol.
+
+    table: DataFrame indexed by (fast, slow) with :data:`METRICS` columns. seconds: wall time
+    of the compiled pass (qty precompute included)."""
+
+    symbol: str
+    table: pd.DataFrame
+    rules: Rules
+    candles: int
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def pivot(self, metric: str = "total_pnl") -> pd.DataFrame:
+        """``metric`` as a slow (rows) x fast (columns) grid; NaN where fast >= slow."""
+        _check_metric(metric)
+        return self.table[metric].unstack("fast").sort_index().sort_index(axis=1)
+
+    def best(self, metric: str = "total_pnl", n: int = 5) -> pd.DataFrame:
+        """The ``n`` pairs with the highest ``metric`` (lowest for max_drawdown_pct)."""
+        _check_metric(metric)
+        asc = metric == "max_drawdown_pct"
+        return self.table.sort_values(metric, ascending=asc).head(n)
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric: one of {list(METRICS)}; got {metric!r}")
+
+
+def windows(spec: str | int | Iterable[int]) -> list[int]:
+    """Window lengths (candles) from ``"5-59"`` (inclusive), ``"5,9,21"``, an int or an iterable."""
+    if isinstance(spec, str):
+        out: list[int] = []
+        try:
+            for part in spec.replace(" ", "").split(","):
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    out += list(range(int(a), int(b) + 1))
+                elif part:
+                    out.append(int(part))
+        except ValueError:
+            raise ValueError(f"windows: like '5-59' or '5,9,21'; got {spec!r}") from None
+        return out
+    if isinstance(spec, (int, np.integer)):
+        return [int(spec)]
+    return [int(w) for w in spec]
+
+
+def pairs_grid(fast: str | Iterable[int], slow: str | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """All (f, s) with f in ``fast``, s in ``slow`` and f < s, as two int64 arrays.
+    ``fast``/``slow``: iterables of window lengths or strings like ``"5-59"`` (see :func:`windows`)."""
+    fs = sorted(set(windows(fast)))
+    ss = sorted(set(windows(slow)))
+    if not fs or not ss or fs[0] < 1:
+        raise ValueError("fast, slow: non-empty ranges of whole numbers >= 1")
+    pairs = [(f, s) for f in fs for s in ss if f < s]
+    if not pairs:
+        raise ValueError("fast, slow: no pair with fast < slow")
+    a = np.array(pairs, dtype=np.int64)
+    return np.ascontiguousarray(a[:, 0]), np.ascontiguousarray(a[:, 1])
+
+
+def _symbol_of(frame: pd.DataFrame, rules: Rules, symbol: str | None) -> str:
+    sym = symbol or frame.attrs.get("symbol") or rules.symbols[0]
+    rules.spec(sym)
+    return str(sym).upper()
+
+
+def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int) -> dict[str, np.ndarray]:
+    """Arrays every kernel call needs: o, h, lo, c, csum (int64 units), qty per order candle."""
+    o, h, lo, c = ohlc_arrays(frame, f"frames[{symbol}]")
+    if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
+        raise ValueError(f"frames[{symbol}]: high/low do not bound open/close")
+    return {
+        "o": o, "h": h, "lo": lo, "c": c,
+        "csum": units_cumsum(c, max_window),
+        "qty": order_qty_array(fill_prices(o, c, rules), rules, symbol),
+    }
+
+
+def _kernel_args(rules: Rules) -> tuple:
+    lag = 0 if rules.fill == "close" else 1
+    # backtest.py: stops from the fill price, exit forced on the last candle, allow_partial=False.
+    return (float(rules.capital), float(rules.fee_rate), float(rules.stop_loss_pct),
+            float(rules.take_profit_pct), lag, False, True, 1)
+
+
+def sweep(
+    frame: pd.DataFrame,
+    rules: Rules,
+    fast: str | Iterable[int] = range(5, 60),
+    slow: str | Iterable[int] = range(10, 201),
+    symbol: str | None = None,
+) -> SweepResult:
+    """Backtest every pair (f, s), f in ``fast``, s in ``slow``, f < s, on one symbol's candles.
+
+    ``frame``: canonical candle frame (open/high/low/close USD). ``symbol`` defaults to
+    ``frame.attrs["symbol"]``, then ``rules.symbols[0]`` (its lot step and min notional size
+    the orders). Metrics equal ``pocklib.backtest.run`` for ``rules.with_(fast=f, slow=s)``.
+    """
+    sym = _symbol_of(frame, rules, symbol)
+    fs, ss = pairs_grid(fast, slow)
+    if len(frame) < int(ss.min()) + 1:
+        raise ValueError(f"frame: {len(frame)} candles; need at least slow+1 = {int(ss.min()) + 1}")
+    t0 = time.perf_counter()
+    a = prepare(frame, rules, sym, int(ss.max()))
+    out = kernels.sweep_kernel(a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], fs, ss, *_kernel_args(rules))
+    seconds = time.perf_counter() - t0
+    idx = pd.MultiIndex.from_arrays([fs, ss], names=["fast", "slow"])
+    table = pd.DataFrame(out, index=idx, columns=list(METRICS))
+    table["trades"] = table["trades"].astype(np.int64)
+    return SweepResult(symbol=sym, table=table, rules=rules, candles=len(frame), seconds=seconds)
+
+
+# -- one pair, with its trades (the compiled single backtest) -------------------------------
+def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
+                  arrays: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Compiled single backtest of ``rules.fast``/``rules.slow`` on one symbol: (trades, stats).
+
+    trades: DataFrame with pocklib.book.TRADE_COLUMNS (same rows as backtest.run's for that
+    symbol); stats: the :data:`METRICS` of the pair. ``arrays`` (from :func:`prepare`) skips
+    the precompute when running many times on the same candles."""
+    from pocklib.book import EXIT_REASONS, TRADE_COLUMNS
+
+    sym = _symbol_of(frame, rules, symbol)
+    a = arrays if arrays is not None else prepare(frame, rules, sym, rules.slow)
+    cap = len(frame) // 2 + 2  # a trade spans at least one candle boundary
+    tr_i = np.empty((cap, 3), dtype=np.int64)
+    tr_f = np.empty((cap, 6), dtype=np.float64)
+    capital, fee, slp, tpp, lag, base_close, force_end, partial = _kernel_args(rules)
+    pnl, dd, n_tr, n_win, gw, gl, k = kernels.simulate_pair(
+        a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], rules.fast, rules.slow,
+        capital, fee, slp, tpp, lag, base_close, force_end, partial, True, tr_i, tr_f,
+    )
+    idx = frame.index
+    trades = pd.DataFrame({
+        "symbol": sym,
+        "entry_time": idx[tr_i[:k, 0]],
+        "exit_time": idx[tr_i[:k, 1]],
+        "entry_price": tr_f[:k, 1],
+        "exit_price": tr_f[:k, 2],
+        "qty": tr_f[:k, 0],
+        "fees": tr_f[:k, 3] + tr_f[:k, 4],
+        "pnl": tr_f[:k, 5],
+        "exit_reason": np.array(EXIT_REASONS, dtype=object)[tr_i[:k, 2]],
+    }, columns=TRADE_COLUMNS)
+    pf = gw / gl if gl > 0 else (math.inf if gw > 0 else math.nan)
+    stats = {
+        "total_pnl": pnl,
+        "return_pct": 100.0 * pnl / capital,
+        "trades": int(n_tr),
+        "win_rate": n_win / n_tr if n_tr else math.nan,
+        "max_drawdown_pct": 100.0 * dd,
+        "profit_factor": pf if n_tr else math.nan,
+    }
+    return trades, stats
+
+
+# -- display --------------------------------------------------------------------------------
+def sweep_heatmap(result: SweepResult, metric: str = "total_pnl", mark: tuple[int, int] | None = (9, 21)):
+    """Plotly heatmap: fast (x) by slow (y), colour = ``metric``; ``mark`` (fast, slow) circled."""
+    import plotly.graph_objects as go
+
+    grid = result.pivot(metric)
+    z = grid.to_numpy(dtype=float)
+    z = np.where(np.isfinite(z), z, np.nan)  # inf profit factors would break the colour scale
+    fig = go.Figure(go.Heatmap(
+        z=z, x=grid.columns.to_list(), y=grid.index.to_list(),
+        colorscale="RdYlGn_r" if metric == "max_drawdown_pct" else "RdYlGn",
+        zmid=0.0 if metric in ("total_pnl", "return_pct") else None,
+        colorbar={"title": METRIC_LABELS[metric]},
+        hovertemplate="fast %{x}<br>slow %{y}<br>" + metric + " %{z:.4g}<extra></extra>",
+    ))
+    if mark is not None:
+        f, s = mark
+        val = result.table[metric].get((f, s), np.nan)
+        fig.add_trace(go.Scatter(
+            x=[f], y=[s], mode="markers+text", text=[f"{f}/{s}"], textposition="top right",
+            marker={"symbol": "circle-open", "size": 14, "color": "black", "line": {"width": 2}},
+            name=f"session pair {f}/{s}: {val:.4g}", showlegend=True,
+        ))
+    fig.update_layout(
+        title=f"{result.symbol}: {METRIC_LABELS[metric]} by MA windows ({result.candles:,} candles, "
+              f"{len(result.table):,} pairs)",
+        xaxis_title="fast window (candles)", yaxis_title="slow window (candles)",
+        legend={"orientation": "h", "y": -0.15}, height=520,
+    )
+    return fig
+
+
+def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[int, int] | None = (9, 21),
+                   metric: str = "total_pnl"):
+    """ipywidgets box: metric (and symbol) dropdowns above the heatmap, redrawn as a plain figure.
+
+    ``results``: one :class:`SweepResult` or a dict of them by symbol."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    res = results if isinstance(results, dict) else {results.symbol: results}
+    if not res:
+        raise ValueError("results: at least one sweep result is needed")
+    _check_metric(metric)
+    pick = w.Dropdown(options=[(METRIC_LABELS[m], m) for m in METRICS], value=metric, description="metric")
+    sym = w.Dropdown(options=list(res), description="symbol")
+    out = w.Output()
+
+    def draw(_: Any = None) -> None:
+        out.clear_output(wait=True)
+        with out:
+            display(sweep_heatmap(res[sym.value], pick.value, mark))
+
+    pick.observe(draw, names="value")
+    sym.observe(draw, names="value")
+    draw()
+    return w.VBox([w.HBox([sym, pick]), out])
+
+
+__all__ = [
+    "METRICS", "SweepResult", "backtest_pair", "order_qty_array", "pairs_grid", "prepare",
+    "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum", "windows",
+]

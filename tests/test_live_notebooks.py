@@ -1,0 +1,101 @@
+"""notebooks/live.ipynb and notebooks/dryrun.ipynb run by papermill against the simulator.
+
+The simulator runs in this test process; the notebook's kernel attaches to it through the
+POCKLIB_SIM_* environment variables (the kernel inherits the environment), so the test can
+compare the notebook's books with the exchange's account.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from pocklib import history
+from pocklib.book import TRADE_COLUMNS
+from pocklib.sim import Simulator
+
+NB = Path(__file__).resolve().parents[1] / "notebooks"
+SPEED = 2400.0
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return {s: history.load("sample", s) for s in ("BTCUSDT", "ETHUSDT")}
+
+
+def _run(nb: str, out_dir: Path, tmp_path: Path, **params) -> nbformat.NotebookNode:
+    out_nb = tmp_path / f"{nb}-out.ipynb"
+    pm.execute_notebook(str(NB / f"{nb}.ipynb"), str(out_nb), parameters={"out_dir": str(out_dir), **params},
+                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    assert out_nb.stat().st_size < 2_000_000, "output notebook over 2 MB"
+    text = out_nb.read_text()
+    assert "test-secret" not in text and "test-key" not in text
+    assert "FigureWidget" not in text
+    return nbformat.read(str(out_nb), as_version=4)
+
+
+@pytest.mark.parametrize("nb, broker", [("live", "binance"), ("dryrun", "paper")])
+def test_notebook_full_session_on_sim(tmp_path, monkeypatch, frames, nb, broker):
+    with Simulator(frames, speed=SPEED, start=frames["BTCUSDT"].index[200]) as sim:
+        monkeypatch.setenv("POCKLIB_SIM_URL", sim.base_url)
+        monkeypatch.setenv("POCKLIB_SIM_API_KEY", "test-key")
+        monkeypatch.setenv("POCKLIB_SIM_API_SECRET", "test-secret")
+        out = tmp_path / "out"
+        nbk = _run(nb, out, tmp_path, venue="sim", hours=4, speed=SPEED, session_id=f"nb-{nb}")
+        acct = sim.account()
+    stats = json.loads((out / "stats.json").read_text())
+    trades = pd.read_csv(out / "trades.csv")
+    assert list(trades.columns) == TRADE_COLUMNS
+    assert stats["trades"] == len(trades) >= 1
+    assert stats["stop_reason"] == "time" and stats["open_positions_at_end"] == 0
+    assert (out / "report.md").exists() and (out / "journal.jsonl").exists()
+    if broker == "binance":
+        assert float(acct["realized_pnl"] - acct["fees"]) == pytest.approx(trades.pnl.sum(), abs=0.01)
+        assert float(acct["fees"]) == pytest.approx(trades.fees.sum(), abs=0.01)
+        assert all(p["qty"] == 0 for p in acct["positions"].values())
+        assert acct["open_orders"] == [] and acct["open_algo_orders"] == []
+    else:
+        assert acct["orders"] == [] and acct["algo_orders"] == []
+    # the output ends with the static charts and the final report
+    outputs = [o for c in nbk.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    kinds = [k for o in outputs for k in o.get("data", {})]
+    assert kinds.count("application/vnd.plotly.v1+json") >= 3  # 2 symbols + equity
+    md = "".join(o["data"].get("text/markdown", "") for o in outputs if "data" in o)
+    for word in ("Initial capital", "Final equity", "Total P&L", "Return", "Trades", "Win rate", "Fees",
+                 "Stopped because"):
+        assert word in md
+    assert not any(o.get("output_type") == "error" for o in outputs)
+
+
+def test_committed_notebooks_are_clean():
+    for name in ("live", "dryrun"):
+        nbk = nbformat.read(str(NB / f"{name}.ipynb"), as_version=4)
+        tagged = [c for c in nbk.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1
+        src = tagged[0].source
+        for p in ("symbols", "interval", "data", "fast", "slow", "capital", "position_usd", "stop_loss_pct",
+                  "take_profit_pct", "fee_rate", "fill", "out_dir", "venue", "hours", "speed", "target_usd",
+                  "max_loss_usd", "session_id", "i_understand_real_money"):
+            assert f"\n{p} = " in "\n" + src, p
+        assert 'os.environ.get("POCKLIB_VENUE", "testnet")' in src
+        for c in nbk.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None
+        assert set(nbk.metadata) <= {"jupytext", "kernelspec"}
+        assert "await run_session(" in "".join(c.source for c in nbk.cells)
+        assert "asyncio.run(" not in "".join(c.source for c in nbk.cells)
+
+
+def test_live_notebook_refuses_live_venue_without_opt_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("BINANCE_API_KEY", "k" * 12)
+    monkeypatch.setenv("BINANCE_API_SECRET", "s" * 12)
+    monkeypatch.delenv("POCKLIB_ALLOW_LIVE", raising=False)
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run("live", tmp_path / "o", tmp_path, venue="live")
+    assert "REAL MONEY" in str(e.value) or "real money" in str(e.value).lower()
+    assert not (tmp_path / "o").exists()
