@@ -43,12 +43,20 @@ take_profit_pct = 0.015
 fee_rate = 0.0005
 fill = "close"
 out_dir = "out/backtest"
+target_usd = 6.0         # session odds: stop a session at total P&L >= +target_usd (USD)
+max_loss_usd = 15.0      # ... or <= -max_loss_usd (USD)
+hours = 4.0              # ... or after this many hours
+sweep_fast = "5-30"      # fast windows to sweep (candles), "a-b" inclusive or "5,9,12"
+sweep_slow = "10-60"     # slow windows to sweep; only pairs with fast < slow run
+sweep_metric = "total_pnl"  # heatmap colour: total_pnl, return_pct, trades, win_rate, max_drawdown_pct, profit_factor
+odds_every = 1           # session odds: start a session at every k-th candle
 
 # %%
 # Validate every parameter before anything runs: unknown names (a typo in `-p`) are errors, and
 # Rules checks values (papermill passes `-p capital 500` as an int: from_params makes it a float).
 _PARAMETERS = ("symbols", "interval", "start", "end", "data", "fast", "slow", "capital", "position_usd",
-              "stop_loss_pct", "take_profit_pct", "fee_rate", "fill", "out_dir")
+              "stop_loss_pct", "take_profit_pct", "fee_rate", "fill", "out_dir", "target_usd", "max_loss_usd",
+              "hours", "sweep_fast", "sweep_slow", "sweep_metric", "odds_every")
 _unknown = sorted(n for n in set(globals()) - _names_before_parameters
                   if not n.startswith("_") and n not in _PARAMETERS)
 if _unknown:
@@ -69,7 +77,8 @@ pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bund
 
 rules = Rules.from_params(symbols=symbols, interval=interval, fast=fast, slow=slow, capital=capital,
                           position_usd=position_usd, stop_loss_pct=stop_loss_pct,
-                          take_profit_pct=take_profit_pct, fee_rate=fee_rate, fill=fill)
+                          take_profit_pct=take_profit_pct, fee_rate=fee_rate, fill=fill,
+                          target_usd=target_usd, max_loss_usd=max_loss_usd, hours=hours)
 pd.Series(rules.to_dict())
 
 # %% [markdown]
@@ -142,6 +151,48 @@ def _redraw(_change=None):
 for _w in (_w_symbol, _w_fast, _w_slow):
     _w.observe(_redraw, names="value")
 display(widgets.VBox([widgets.HBox([_w_symbol, _w_fast, _w_slow]), _w_out]))
+
+# %% [markdown]
+# ## Parameter sweep
+# Every (fast, slow) pair backtested under the same rules and conventions as above (fees,
+# SL/TP, sizing, fill), in one compiled pass per symbol — the metrics equal
+# `backtest.run` for each pair (tested). The circle marks the session's pair. Pick the metric
+# (and symbol) in the dropdowns; a headless run shows the first symbol's heatmap.
+
+# %%
+from pocklib import odds, sweep
+
+sweeps = {s: sweep.sweep(frames[s], rules, sweep_fast, sweep_slow, symbol=s) for s in rules.symbols}
+sweep.sweep_heatmap(sweeps[rules.symbols[0]], sweep_metric, mark=(rules.fast, rules.slow)).show()
+display(sweep.sweep_explorer(sweeps, mark=(rules.fast, rules.slow), metric=sweep_metric))
+pd.concat({s: r.best(sweep_metric, 5) for s, r in sweeps.items()}, names=["symbol"])
+
+# %%
+# The sweep's session pair equals the single backtest above (same rules, same candles).
+for _s, _r in sweeps.items():
+    if (rules.fast, rules.slow) in _r.table.index:
+        _row = _r.table.loc[(rules.fast, rules.slow)]
+        assert int(_row["trades"]) == result.stats[_s]["trades"], _s
+        assert abs(_row["total_pnl"] - result.stats[_s]["total_pnl"]) < 1e-6, _s
+
+# %% [markdown]
+# ## The odds of the session
+# "Will a session with these rules make +target before it loses max loss?" The exact session
+# (both symbols, one capital, SL/TP, stop rules, flatten at the end) started at every candle of
+# the history and run to its end; the MAs are warmed on the history before each start.
+
+# %%
+odds_result = odds.session_odds(frames, rules, every=odds_every)
+odds.odds_histogram(odds_result).show()
+display(odds.odds_table(odds_result))
+odds_result.by_hour
+
+# %%
+odds_path = odds.write_odds_json(odds_result, out_dir)
+_odds = json.loads(Path(odds_path).read_text())["summary"]
+assert _odds["sessions"] == len(odds_result.sessions) > 0
+assert abs(_odds["share_target"] + _odds["share_max_loss"] + _odds["share_time"] - 1.0) < 1e-9
+{k: _odds[k] for k in ("sessions", "share_target", "share_max_loss", "share_time", "expected_pnl", "worst_pnl")}
 
 # %% [markdown]
 # ## Artifacts
