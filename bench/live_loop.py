@@ -53,7 +53,11 @@ class Probe:
 
         def init(sess, *a, **k):
             probe._init(sess, *a, **k)
-            sess.order_sent_hook = lambda cid: probe.latency_ms.append((time.perf_counter() - probe.received) * 1e3)
+            def hook(cid: str) -> None:
+                if not cid.endswith("-e"):  # flatten orders answer a stop rule, not a candle
+                    probe.latency_ms.append((time.perf_counter() - probe.received) * 1e3)
+
+            sess.order_sent_hook = hook
 
         S.Session.on_candle = on_candle
         S.Session.__init__ = init

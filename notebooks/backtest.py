@@ -29,6 +29,8 @@
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
+import os
+
 symbols = ["BTCUSDT", "ETHUSDT"]
 interval = "5m"
 start = None
@@ -42,7 +44,7 @@ stop_loss_pct = 0.01
 take_profit_pct = 0.015
 fee_rate = 0.0005
 fill = "close"
-out_dir = "out/backtest"
+out_dir = os.environ.get("POCKLIB_BACKTEST_OUT_DIR", "out/backtest")
 target_usd = 6.0         # session odds: stop a session at total P&L >= +target_usd (USD)
 max_loss_usd = 15.0      # ... or <= -max_loss_usd (USD)
 hours = 4.0              # ... or after this many hours
@@ -58,7 +60,7 @@ _PARAMETERS = ("symbols", "interval", "start", "end", "data", "fast", "slow", "c
               "stop_loss_pct", "take_profit_pct", "fee_rate", "fill", "out_dir", "target_usd", "max_loss_usd",
               "hours", "sweep_fast", "sweep_slow", "sweep_metric", "odds_every")
 _unknown = sorted(n for n in set(globals()) - _names_before_parameters
-                  if not n.startswith("_") and n not in _PARAMETERS)
+                  if not n.startswith("_") and n not in _PARAMETERS and n != "os")
 if _unknown:
     raise ValueError(f"unknown parameter(s) {_unknown}; known: {list(_PARAMETERS)}")
 

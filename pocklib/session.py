@@ -330,7 +330,8 @@ class Session:
         if fill is None:
             self.journal.append("reject", t=self.now, cid=cid, symbol=s)
             return False
-        self._apply_exit_fill(fill, candle_open, reason)
+        # the exchange may answer with a stop that fired first: keep its reason
+        self._apply_exit_fill(fill, candle_open, fill.reason if fill.reason in ("stop_loss", "take_profit") else reason)
         return True
 
     def _apply_exit_fill(self, fill: Any, candle_open: int, reason: str | None = None) -> None:
@@ -386,7 +387,8 @@ class Session:
         for k in range(attempts):
             self.journal.append("flatten", t=self.now, attempt=k + 1)
             for f in self.broker.flatten(self.now) or []:
-                self._apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now, "end")
+                self._apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now,
+                                      f.reason if f.reason in ("stop_loss", "take_profit") else "end")
             positions = {s: q for s, q in (self.broker.positions() or {}).items() if abs(float(q)) > 0}
             orders = int(self.broker.open_order_count())
             self.open_positions_at_end, self.open_orders_at_end = len(positions), orders

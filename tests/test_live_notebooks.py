@@ -99,3 +99,46 @@ def test_live_notebook_refuses_live_venue_without_opt_in(tmp_path, monkeypatch):
         _run("live", tmp_path / "o", tmp_path, venue="live")
     assert "REAL MONEY" in str(e.value) or "real money" in str(e.value).lower()
     assert not (tmp_path / "o").exists()
+
+
+def test_kernel_interrupt_stops_the_session_flat_and_reports(tmp_path):
+    """Jupyter's interrupt (SIGINT to the kernel) mid-session: the loop flattens, the report is
+    written and the cell returns normally (the cells after it still run)."""
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    from pocklib import journal
+
+    out = tmp_path / "intr"
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        code = ("from pocklib.session import run_session\n"
+                f"res = await run_session(broker='paper', venue='sim', hours=4, speed=240, out_dir={str(out)!r}, "
+                "session_id='intr')\nprint('STOP', res.stop_reason, res.open_positions_at_end)\n")
+        msg_id = kc.execute(code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(r["kind"] == "candle_done" for r in journal.read(out / "journal.jsonl")) >= 4:
+                break
+            time.sleep(0.05)
+        km.interrupt_kernel()
+        text, errors = "", []
+        while True:
+            m = kc.get_iopub_msg(timeout=60)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream":
+                text += m["content"]["text"]
+            elif m["msg_type"] == "error":
+                errors.append(m["content"]["ename"])
+            elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert errors == []
+    assert "STOP interrupted 0" in text
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stop_reason"] == "interrupted" and stats["open_positions_at_end"] == 0
+    assert stats["stop_ms"] < stats["end_ms"]
