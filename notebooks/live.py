@@ -116,6 +116,6 @@ from pocklib.book import TRADE_COLUMNS
 
 _stats = json.loads((Path(out_dir) / "stats.json").read_text())
 assert _stats["open_positions_at_end"] == 0, "positions left open on the exchange"
-assert _stats["stop_reason"] in ("target", "max_loss", "time", "interrupted"), _stats["stop_reason"]
+assert _stats["stop_reason"] in ("target", "max_loss", "time", "interrupted", "data_end"), _stats["stop_reason"]
 assert list(pd.read_csv(Path(out_dir) / "trades.csv").columns) == TRADE_COLUMNS
 assert (Path(out_dir) / "journal.jsonl").exists() and (Path(out_dir) / "report.md").exists()

@@ -6,8 +6,10 @@ and fills per symbol, redrawn in place. Updates are throttled on the wall clock 
 the session itself never reads the wall clock), so a 250 ms tick stream does not flood the
 notebook; nothing is printed per tick.
 
-The chart is a plain ``go.Figure`` shown with the ``plotly_mimetype`` renderer inside an
-``Output`` widget: no FigureWidget, no plotly.js bundle stored in the notebook.
+The live chart is an inline SVG inside an ``HTML`` widget (price, MAs and fills per symbol):
+no FigureWidget, no plotly.js bundle and no ``Output`` widget (whose clear/redisplay messages
+papermill/nbclient handle poorly), just one widget value replaced in place. ``chart`` also
+builds the same view as a plain ``go.Figure`` for static use.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Dashboard:
         self.chart_every_s = chart_every_s
         self.header = w.HTML(f"<b>{html.escape(title)}</b> — starting…")
         self.table = w.HTML("")
-        self.chart = w.Output()
+        self.chart = w.HTML("")
         self.widget = w.VBox([self.header, self.table, self.chart])
         self._last = 0.0
         self._last_chart = 0.0
@@ -89,10 +91,42 @@ class Dashboard:
         return head, table
 
     def draw_chart(self, session: Any) -> None:
-        fig = chart(session)
-        self.chart.clear_output(wait=True)
-        with self.chart:
-            fig.show(renderer="plotly_mimetype")
+        self.chart.value = svg_chart(session)
+
+
+def svg_chart(session: Any, last: int = 60, width: int = 460, height: int = 120) -> str:
+    """Inline SVG: per symbol the last ``last`` closes (grey), fast MA (blue), slow MA (orange)
+    and fills (green = buy, red = sell) — a few KB, redrawn in place."""
+    parts = []
+    for s in session.rules.symbols:
+        rows = session.candle_rows[s][-last:]
+        if len(rows) < 2:
+            parts.append(f"<div>{html.escape(s)}: waiting for candles…</div>")
+            continue
+        t0, t1 = rows[0][0], rows[-1][0]
+        vals = [v for r in rows for v in (r[4], r[5], r[6]) if v is not None]
+        fills = [f for f in session.fill_rows if f["symbol"] == s and int(f["time"].value // 1_000_000) >= t0]
+        vals += [f["price"] for f in fills]
+        lo, hi = min(vals), max(vals)
+        span = (hi - lo) or 1.0
+
+        def xy(t: int, v: float) -> str:
+            x = 4 + (width - 8) * (t - t0) / max(1, t1 - t0)
+            y = 4 + (height - 8) * (hi - v) / span
+            return f"{x:.1f},{y:.1f}"
+
+        lines = []
+        for k, color in ((4, "#666"), (5, "#1f77b4"), (6, "#ff7f0e")):
+            pts = " ".join(xy(r[0], r[k]) for r in rows if r[k] is not None)
+            if pts:
+                lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{pts}"/>')
+        for f in fills:
+            x, y = xy(int(f["time"].value // 1_000_000), f["price"]).split(",")
+            color = "green" if f["side"] == "BUY" else "red"
+            lines.append(f'<circle cx="{x}" cy="{y}" r="4" fill="{color}"/>')
+        parts.append(f"<div>{html.escape(s)} {rows[-1][4]:,.2f} (range {lo:,.2f}–{hi:,.2f})</div>"
+                     f'<svg width="{width}" height="{height}" style="border:1px solid #ddd">{"".join(lines)}</svg>')
+    return "".join(parts)
 
 
 def chart(session: Any, last: int = 60) -> Any:
@@ -123,4 +157,4 @@ def chart(session: Any, last: int = 60) -> Any:
     return fig
 
 
-__all__ = ["Dashboard", "chart"]
+__all__ = ["Dashboard", "chart", "svg_chart"]

@@ -861,8 +861,11 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
                                           start=first.index[row], fee_rate=rules.fee_rate)
             sim.start()
         if sim is not None:
-            v = sim_venue(rest_url=sim.base_url, ws_url=sim.ws_url, api_key=sim._core.api_key,
-                          api_secret=sim._core.api_secret.decode(), speed=sim.speed)
+            # the Simulator keeps its keys on its core (no public attribute yet)
+            key = getattr(sim, "api_key", None) or sim._core.api_key
+            secret = getattr(sim, "api_secret", None) or sim._core.api_secret
+            v = sim_venue(rest_url=sim.base_url, ws_url=sim.ws_url, api_key=key,
+                          api_secret=secret.decode() if isinstance(secret, bytes) else secret, speed=sim.speed)
         else:
             a = p.attach
             v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),
@@ -925,7 +928,8 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
             stream = candles(v.ws_url, rules.symbols, rules.interval, rest_backfill(md_client, rules.interval),
                              since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
                              stream_path=v.stream_path)
-            await _loop(sess, stream, brk, dashboard, tick_s)
+            await _loop(sess, stream, brk, dashboard, tick_s,
+                        data_done=(lambda: sim.done) if sim is not None and hasattr(sim, "done") else None)
             stream_stats = stream.stats.as_dict()
     except BaseException as e:  # noqa: BLE001 - every way out must flatten
         error = e
@@ -961,8 +965,11 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     return result  # type: ignore[return-value]
 
 
-async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float) -> None:
-    """Feed stream events to the session until it stops; time checks when the stream is quiet."""
+async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float,
+                data_done: Callable[[], bool] | None = None) -> None:
+    """Feed stream events to the session until it stops; time checks when the stream is quiet.
+    ``data_done``: a simulator that has replayed all its candles (its clock stops there) ends
+    the session with "data_end" instead of waiting for a time that never comes."""
     import asyncio
 
     q: asyncio.Queue = asyncio.Queue()
@@ -978,6 +985,7 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
             await q.put(e)
 
     task = asyncio.create_task(pump())
+    quiet = 0
     try:
         with _Interrupt() as intr:
             while not sess.stopped:
@@ -988,7 +996,12 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
                     item = await asyncio.wait_for(q.get(), timeout=tick_s)
                 except asyncio.TimeoutError:
                     sess.on_time(await asyncio.to_thread(brk.server_time))
+                    if not sess.stopped and data_done is not None and data_done() and q.empty():
+                        quiet += 1
+                        if quiet * tick_s >= 2.0:  # nothing left in flight either
+                            sess.stop("data_end")
                     continue
+                quiet = 0
                 if isinstance(item, BaseException):
                     raise item
                 sess.on_candle(item)

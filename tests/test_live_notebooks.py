@@ -31,7 +31,7 @@ def frames():
 def _run(nb: str, out_dir: Path, tmp_path: Path, **params) -> nbformat.NotebookNode:
     out_nb = tmp_path / f"{nb}-out.ipynb"
     pm.execute_notebook(str(NB / f"{nb}.ipynb"), str(out_nb), parameters={"out_dir": str(out_dir), **params},
-                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False, execution_timeout=240)
     assert out_nb.stat().st_size < 2_000_000, "output notebook over 2 MB"
     text = out_nb.read_text()
     assert "test-secret" not in text and "test-key" not in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +266,39 @@ def test_kill_9_mid_session_then_resume_loses_nothing(tmp_path, sample_frames, b
         assert acct["open_algo_orders"] == [] and acct["open_orders"] == []
     else:
         assert acct["orders"] == []
+
+
+def test_unrecoverable_error_flattens_reports_then_raises(tmp_path, sample_frames, monkeypatch):
+    from pocklib.brokers.paper import PaperBroker
+
+    calls = {"n": 0}
+    real = PaperBroker.close_long
+
+    def broken_close(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first signal exit fails for good (the flatten's close works)
+            raise RuntimeError("exchange unreachable")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(PaperBroker, "close_long", broken_close)
+    with Simulator(sample_frames, speed=FAST, start=sample_frames["BTCUSDT"].index[200]) as sim:
+        with pytest.raises(RuntimeError, match="exchange unreachable"):
+            run(sim, tmp_path, broker="paper", hours=4, session_id="boom")
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["stop_reason"] == "error" and stats["open_positions_at_end"] == 0
+    assert "exchange unreachable" in stats["error"]
+    recs = journal.read(tmp_path / "journal.jsonl")
+    assert [r["reason"] for r in recs if r["kind"] == "stop"] == ["error"]
+    assert recs[-1]["kind"] == "end"
+    assert "exchange unreachable" in (tmp_path / "report.md").read_text()
+
+
+def test_sim_running_out_of_candles_ends_the_session(tmp_path):
+    """Data shorter than the session: the simulator's clock stops at its last candle, so the
+    session ends with "data_end" (flat, reported) instead of waiting forever."""
+    df = _crafted(np.full(5, 1.0), n_tail=10)
+    with _sim(df) as sim:
+        res = run(sim, tmp_path, symbols="ETHUSDT", hours=4, session_id="short")
+        assert_books_match_exchange(res, sim)
+    assert res.stop_reason == "data_end"
+    assert_artifacts(tmp_path, res)
