@@ -861,11 +861,7 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
                                           start=first.index[row], fee_rate=rules.fee_rate)
             sim.start()
         if sim is not None:
-            # the Simulator keeps its keys on its core (no public attribute yet)
-            key = getattr(sim, "api_key", None) or sim._core.api_key
-            secret = getattr(sim, "api_secret", None) or sim._core.api_secret
-            v = sim_venue(rest_url=sim.base_url, ws_url=sim.ws_url, api_key=key,
-                          api_secret=secret.decode() if isinstance(secret, bytes) else secret, speed=sim.speed)
+            v = sim_venue(sim)
         else:
             a = p.attach
             v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),

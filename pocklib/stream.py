@@ -320,8 +320,9 @@ class CandleStream:
                         attempt = 0
                         break
                     try:
-                        raw = await asyncio.wait_for(ws.recv(), timeout=min(self.idle_timeout_s,
-                                                                            self.max_age_s - age))
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                        async with asyncio.timeout(min(self.idle_timeout_s, self.max_age_s - age)):
+                            raw = await ws.recv()
                     except asyncio.TimeoutError:
                         if time.monotonic() - connected_at >= self.max_age_s:
                             continue  # rotation, handled at the top of the loop
