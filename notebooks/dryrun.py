@@ -55,29 +55,14 @@ i_understand_real_money = False
 
 # %%
 # Validate every parameter before anything connects (unknown names too: papermill only warns).
-_new_names = set(globals()) - _names_before_parameters
-from pocklib.session import PARAMS, plan
+import pocklib.runner as _runner  # a private name: not taken for a parameter
 
-_unknown = sorted(n for n in _new_names if not n.startswith("_") and n not in PARAMS and n != "os")
-if _unknown:
-    raise ValueError(f"unknown parameter(s) {_unknown}; known: {sorted(PARAMS)}")
-params = {k: globals()[k] for k in PARAMS}
-_plan = plan("paper", **params)
+params = _runner.notebook_params(globals(), _names_before_parameters)
+_plan = _runner.plan("paper", **params)
 
-import plotly.io as pio
 from IPython.display import Markdown, display
 
-pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
-_what = {
-    "live": "Binance USD-M futures production market data",
-    "testnet": "Binance USD-M futures testnet market data",
-    "demo": "Binance Demo Trading market data",
-    "sim": f"the local simulator on `{data}` candles at {speed:g}x (offline)",
-}[venue]
-display(Markdown(f"## Dry run on {_what}, paper fills (no order is sent)\n\n{', '.join(_plan.rules.symbols)}, {interval} candles, "
-                 f"MA {fast}/{slow}, capital {capital:g} USD, {position_usd:g} USD a position, SL "
-                 f"{100 * stop_loss_pct:g} %, TP {100 * take_profit_pct:g} %; stop at +{target_usd:g} / "
-                 f"-{max_loss_usd:g} USD or after {hours:g} h of exchange time. Artifacts: `{out_dir}`."))
+display(Markdown(_plan.headline()))
 
 # %% [markdown]
 # ## Session
@@ -86,7 +71,7 @@ display(Markdown(f"## Dry run on {_what}, paper fills (no order is sent)\n\n{', 
 
 # %%
 from pocklib.dashboard import Dashboard
-from pocklib.session import run_session
+from pocklib.runner import run_session
 
 dashboard = Dashboard(title=f"dry run on {venue} market data")
 result = await run_session(broker="paper", dashboard=dashboard, **params)

@@ -61,29 +61,14 @@ i_understand_real_money = False
 
 # %%
 # Validate every parameter before anything connects (unknown names too: papermill only warns).
-_new_names = set(globals()) - _names_before_parameters
-from pocklib.session import PARAMS, plan
+import pocklib.runner as _runner  # a private name: not taken for a parameter
 
-_unknown = sorted(n for n in _new_names if not n.startswith("_") and n not in PARAMS and n != "os")
-if _unknown:
-    raise ValueError(f"unknown parameter(s) {_unknown}; known: {sorted(PARAMS)}")
-params = {k: globals()[k] for k in PARAMS}
-_plan = plan("binance", **params)
+params = _runner.notebook_params(globals(), _names_before_parameters)
+_plan = _runner.plan("binance", **params)
 
-import plotly.io as pio
 from IPython.display import Markdown, display
 
-pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
-_what = {
-    "live": "**REAL MONEY** on Binance USD-M futures (production). Orders will be sent with your live keys.",
-    "testnet": "Binance USD-M futures **testnet** (play money).",
-    "demo": "Binance **Demo Trading** (play money).",
-    "sim": f"the **local simulator** on `{data}` candles at {speed:g}x (offline, play money).",
-}[venue]
-display(Markdown(f"## About to trade on {_what}\n\n{', '.join(_plan.rules.symbols)}, {interval} candles, "
-                 f"MA {fast}/{slow}, capital {capital:g} USD, {position_usd:g} USD a position, SL "
-                 f"{100 * stop_loss_pct:g} %, TP {100 * take_profit_pct:g} %; stop at +{target_usd:g} / "
-                 f"-{max_loss_usd:g} USD or after {hours:g} h of exchange time. Artifacts: `{out_dir}`."))
+display(Markdown(_plan.headline()))
 
 # %% [markdown]
 # ## Session
@@ -92,7 +77,7 @@ display(Markdown(f"## About to trade on {_what}\n\n{', '.join(_plan.rules.symbol
 
 # %%
 from pocklib.dashboard import Dashboard
-from pocklib.session import run_session
+from pocklib.runner import run_session
 
 dashboard = Dashboard(title=f"live session on {venue}")
 result = await run_session(broker="binance", dashboard=dashboard, **params)

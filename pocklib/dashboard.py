@@ -131,7 +131,6 @@ def svg_chart(session: Any, last: int = 60, width: int = 460, height: int = 120)
 
 def chart(session: Any, last: int = 60) -> Any:
     """A small plain figure: the last ``last`` closed candles' close and MAs per symbol, fills."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     syms = list(session.rules.symbols)

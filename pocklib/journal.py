@@ -3,7 +3,7 @@
 Every record is written, flushed and fsync'ed *before* the action it describes is taken (an
 order request before the order is sent, a fill before the book is updated), so a process
 killed at any instant leaves a journal from which the session can be rebuilt: see
-:func:`pocklib.session.resume_state`.
+:func:`pocklib.resume.resume_state`.
 
 Record layout: ``{"seq": int, "kind": str, ...fields}``. Times inside records are exchange
 times in ms since epoch (``t``) — never the wall clock. Secrets passed to :class:`Journal`

@@ -10,7 +10,8 @@ import pytest
 from pocklib import journal
 from pocklib.journal import Journal
 from pocklib.rules import Rules
-from pocklib.session import Session, rebuild_book, resume_state
+from pocklib.resume import rebuild_book, resume_state
+from pocklib.session import Session
 from pocklib.brokers.paper import PaperBroker
 
 

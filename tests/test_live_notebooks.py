@@ -113,7 +113,7 @@ def test_kernel_interrupt_stops_the_session_flat_and_reports(tmp_path):
     out = tmp_path / "intr"
     km, kc = start_new_kernel(kernel_name="python3")
     try:
-        code = ("from pocklib.session import run_session\n"
+        code = ("from pocklib.runner import run_session\n"
                 f"res = await run_session(broker='paper', venue='sim', hours=4, speed=240, out_dir={str(out)!r}, "
                 "session_id='intr')\nprint('STOP', res.stop_reason, res.open_positions_at_end)\n")
         msg_id = kc.execute(code)
@@ -142,3 +142,11 @@ def test_kernel_interrupt_stops_the_session_flat_and_reports(tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["stop_reason"] == "interrupted" and stats["open_positions_at_end"] == 0
     assert stats["stop_ms"] < stats["end_ms"]
+
+
+@pytest.mark.parametrize("nb", ["live", "dryrun"])
+def test_notebook_rejects_a_misspelt_parameter_before_connecting(tmp_path, nb):
+    # papermill only warns about an unknown -p name; the notebook must stop on it.
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['huors'\]"):
+        _run(nb, tmp_path / "out", tmp_path, venue="sim", huors=4)
+    assert not (tmp_path / "out" / "journal.jsonl").exists()

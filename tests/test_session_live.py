@@ -12,7 +12,7 @@ import pytest
 
 from pocklib import history, journal
 from pocklib.book import TRADE_COLUMNS
-from pocklib.session import run_session
+from pocklib.runner import run_session
 from pocklib.sim import FaultPlan, Simulator
 from pocklib.signals import crossover
 from sessionkit import frame
@@ -184,7 +184,7 @@ def test_bad_parameters_fail_before_any_connection(tmp_path, params, env, name):
 
 
 def test_dry_run_needs_no_keys_for_market_data():
-    from pocklib.session import plan
+    from pocklib.runner import plan
 
     p = plan("paper", env={}, venue="testnet")
     assert p.venue_obj is None and p.broker == "paper"
@@ -194,7 +194,7 @@ def test_dry_run_needs_no_keys_for_market_data():
 
 _CHILD = """
 import asyncio, sys
-from pocklib.session import run_session
+from pocklib.runner import run_session
 asyncio.run(run_session(broker=sys.argv[1], venue="sim", out_dir=sys.argv[2], session_id="killme", hours=2,
                         speed=float(sys.argv[3]), target_usd=1e6, max_loss_usd=1e6))
 """
