@@ -302,3 +302,21 @@ def test_sim_running_out_of_candles_ends_the_session(tmp_path):
         assert_books_match_exchange(res, sim)
     assert res.stop_reason == "data_end"
     assert_artifacts(tmp_path, res)
+
+
+def test_503s_on_order_placement_never_duplicate_an_order(tmp_path, sample_frames):
+    """A third of order and algo-order placements answered 503 (outcome unknown): the broker asks
+    by client id before resending, so every order exists once and the books still match."""
+    plan = FaultPlan(rest_fault="503", rest_fault_rate=0.3, seed=3,
+                     rest_fault_paths=["POST /fapi/v1/order", "POST /fapi/v1/algoOrder"])
+    with Simulator(sample_frames, speed=FAST, start=sample_frames["BTCUSDT"].index[200], faults=plan) as sim:
+        res = run(sim, tmp_path, hours=4, session_id="faults-503")
+        acct = sim.account()
+        faults = list(sim.fault_log)
+    assert faults, "the fault plan never fired"
+    assert res.stop_reason == "time" and len(res.trades) >= 1
+    assert_books_match_exchange(res, sim)
+    ids = [o["clientOrderId"] for o in acct["orders"]]
+    assert len(ids) == len(set(ids))
+    entries = [o for o in acct["orders"] if o["side"] == "BUY" and o["status"] == "FILLED"]
+    assert len(entries) == len(res.trades)  # one filled entry per trade, none twice
