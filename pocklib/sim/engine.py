@@ -371,42 +371,20 @@ class Engine:
 
     def find_order(self, p: dict, cancel: bool) -> Order:
         symbol = self._sym(p)
-        oid, cid = p.get("orderId"), p.get("origClientOrderId")
-        if not oid and not cid:
-            raise ApiError(400, -1102, "Either orderId or origClientOrderId must be sent.")
-        o = None
-        if oid:
-            try:
-                o = self.orders.get(int(oid))
-            except ValueError:
-                raise missing("orderId") from None
-        elif cid in self._client_ids:
-            o = self.orders.get(self._client_ids[cid])
-        if o is None or o.symbol != symbol:
-            if cancel:
-                raise ApiError(400, -2011, "Unknown order sent.")
-            raise ApiError(400, -2013, "Order does not exist.")
+        o = _lookup(p, "orderId", "origClientOrderId", self.orders, self._client_ids, cancel)
+        if o.symbol != symbol:
+            raise _unknown(cancel)
         return o
 
     def cancel_order(self, p: dict, now: int) -> Order:
         o = self.find_order(p, cancel=True)
-        if o.status != "NEW":
-            raise ApiError(400, -2011, "Unknown order sent.")
-        o.status, o.update_time = "CANCELED", now
-        self._open_limits[o.symbol].remove(o)
-        return o
+        return _cancel(o, self._open_limits[o.symbol], now)
 
     def open_orders(self, symbol: str | None) -> list[Order]:
-        syms = [symbol] if symbol else list(self.filters)
-        return [o for s in syms for o in self._open_limits[s]]
+        return _open(self._open_limits, [symbol] if symbol else list(self.filters))
 
     def cancel_all(self, symbol: str, now: int) -> int:
-        n = 0
-        for o in list(self._open_limits[symbol]):
-            o.status, o.update_time = "CANCELED", now
-            n += 1
-        self._open_limits[symbol].clear()
-        return n
+        return _cancel_all(self._open_limits[symbol], now)
 
     # -- algo orders -------------------------------------------------------------------
     def place_algo(self, p: dict, now: int) -> AlgoOrder:
@@ -473,42 +451,17 @@ class Engine:
         return a
 
     def find_algo(self, p: dict, cancel: bool) -> AlgoOrder:
-        aid, cid = p.get("algoId"), p.get("clientAlgoId")
-        if not aid and not cid:
-            raise ApiError(400, -1102, "Either algoId or clientAlgoId must be sent.")
-        a = None
-        if aid:
-            try:
-                a = self.algos.get(int(aid))
-            except ValueError:
-                raise missing("algoId") from None
-        elif cid in self._algo_client_ids:
-            a = self.algos.get(self._algo_client_ids[cid])
-        if a is None:
-            if cancel:
-                raise ApiError(400, -2011, "Unknown order sent.")
-            raise ApiError(400, -2013, "Order does not exist.")
-        return a
+        return _lookup(p, "algoId", "clientAlgoId", self.algos, self._algo_client_ids, cancel)
 
     def cancel_algo(self, p: dict, now: int) -> AlgoOrder:
         a = self.find_algo(p, cancel=True)
-        if a.status != "NEW":
-            raise ApiError(400, -2011, "Unknown order sent.")
-        a.status, a.update_time = "CANCELED", now
-        self._open_algos[a.symbol].remove(a)
-        return a
+        return _cancel(a, self._open_algos[a.symbol], now)
 
     def open_algos(self, symbol: str | None) -> list[AlgoOrder]:
-        syms = [symbol] if symbol else list(self.filters)
-        return [a for s in syms for a in self._open_algos[s]]
+        return _open(self._open_algos, [symbol] if symbol else list(self.filters))
 
     def cancel_all_algos(self, symbol: str, now: int) -> int:
-        n = 0
-        for a in list(self._open_algos[symbol]):
-            a.status, a.update_time = "CANCELED", now
-            n += 1
-        self._open_algos[symbol].clear()
-        return n
+        return _cancel_all(self._open_algos[symbol], now)
 
     # -- account settings --------------------------------------------------------------
     def set_leverage(self, p: dict) -> tuple[str, int]:
@@ -530,3 +483,50 @@ class Engine:
             raise ApiError(400, -4059, "No need to change position side.")
         raise ApiError(400, -4068, "Position side cannot be changed: the pocklib simulator "
                        "supports one-way mode (dualSidePosition=false) only.")
+
+
+# -- order tables: plain and algo orders are looked up and cancelled the same way --------------
+
+def _unknown(cancel: bool) -> ApiError:
+    """Binance answers a cancel of an unknown order with -2011, a query with -2013."""
+    if cancel:
+        return ApiError(400, -2011, "Unknown order sent.")
+    return ApiError(400, -2013, "Order does not exist.")
+
+
+def _lookup(p: dict, id_key: str, cid_key: str, by_id: dict, by_cid: dict, cancel: bool):
+    """The order named by ``p[id_key]`` (exchange id) or ``p[cid_key]`` (client id)."""
+    oid, cid = p.get(id_key), p.get(cid_key)
+    if not oid and not cid:
+        raise ApiError(400, -1102, f"Either {id_key} or {cid_key} must be sent.")
+    o = None
+    if oid:
+        try:
+            o = by_id.get(int(oid))
+        except ValueError:
+            raise missing(id_key) from None
+    elif cid in by_cid:
+        o = by_id.get(by_cid[cid])
+    if o is None:
+        raise _unknown(cancel)
+    return o
+
+
+def _cancel(o, open_list: list, now: int):
+    if o.status != "NEW":
+        raise ApiError(400, -2011, "Unknown order sent.")
+    o.status, o.update_time = "CANCELED", now
+    open_list.remove(o)
+    return o
+
+
+def _open(open_by_symbol: dict, symbols: list[str]) -> list:
+    return [o for s in symbols for o in open_by_symbol[s]]
+
+
+def _cancel_all(open_list: list, now: int) -> int:
+    for o in open_list:
+        o.status, o.update_time = "CANCELED", now
+    n = len(open_list)
+    open_list.clear()
+    return n
