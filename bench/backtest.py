@@ -90,7 +90,7 @@ def backtesting_py(df, rules):
 
 
 def main() -> None:
-    from sweep import machine  # bench/sweep.py
+    from _common import machine  # bench/_common.py
 
     from pocklib import backtest
     from pocklib.rules import Rules

@@ -21,8 +21,6 @@ Last line: ``ratio: <replay seconds for all starts / pocklib seconds>``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import machine, peak_rss_mb, run_part  # noqa: E402  (bench/_common.py)
 sys.path.insert(0, str(ROOT / "bench"))
 
 DAYS = 365
@@ -43,12 +43,6 @@ def data():
 
     rules = Rules()
     return {s: generate(s, days=DAYS) for s in rules.symbols}, rules
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def part_pocklib() -> dict:
@@ -103,23 +97,13 @@ def part_replay() -> dict:
             "all_starts_s": per * len(s), "peak_rss_mb": peak_rss_mb()}
 
 
-def run_part(name: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--part", name], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(f"part {name} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    from sweep import machine  # bench/sweep.py
-
     print(machine())
     with tempfile.TemporaryDirectory(prefix="pocklib-numba-") as cache:
         env = {"NUMBA_CACHE_DIR": cache}
-        cold = run_part("pocklib", env)
-        cached = run_part("pocklib", env)
-    rp = run_part("replay")
+        cold = run_part(__file__, "pocklib", env)
+        cached = run_part(__file__, "pocklib", env)
+    rp = run_part(__file__, "replay")
     print(f"data: BTCUSDT + ETHUSDT synthetic 5m, one year ({DAYS} days), {cached['events']:,} candles in all; "
           f"{cached['sessions']:,} session starts (every candle open time with a full 4 h session ahead)")
     print(f"pocklib  first call, fresh process, empty numba cache (compile included): {cold['first_call_s']:.2f} s")

@@ -25,9 +25,6 @@ second process with the cache that the first one wrote. The LAST line is
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,43 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import machine, peak_rss_mb, run_part  # noqa: E402  (bench/_common.py)
+
 DAYS = 365
 WINDOWS = range(5, 60)
 CHUNK = 50  # vectorbt pairs per chunk (memory)
 REPEAT = 3
-
-
-def machine() -> str:
-    """CPU model, cores, memory, versions."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 1024 / 1024:.0f} GB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    import numba
-    import numpy
-    import vectorbt
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"machine: {cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.machine()}; "
-            f"python {platform.python_version()}, numpy {numpy.__version__}, numba {numba.__version__} "
-            f"({numba.config.NUMBA_NUM_THREADS} threads), vectorbt {vectorbt.__version__}; "
-            f"load average at start {load:.2f}")
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def data():
@@ -158,21 +124,13 @@ def part_vectorbt() -> dict:
             "sum_trades": int(tab["trades"].sum()), "table": tab.to_numpy().tolist()}
 
 
-def run_part(name: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--part", name], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(f"part {name} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     print(machine())
     with tempfile.TemporaryDirectory(prefix="pocklib-numba-") as cache:
         env = {"NUMBA_CACHE_DIR": cache}
-        cold = run_part("pocklib", env)  # empty cache: compiles and writes the cache
-        cached = run_part("pocklib", env)  # second process: loads the compiled kernels
-    vb = run_part("vectorbt")
+        cold = run_part(__file__, "pocklib", env)  # empty cache: compiles and writes the cache
+        cached = run_part(__file__, "pocklib", env)  # second process: loads the compiled kernels
+    vb = run_part(__file__, "vectorbt")
     print(f"data: BTCUSDT synthetic 5m, {cold['candles']:,} candles (one year, {DAYS} days), "
           f"{cold['pairs']:,} pairs fast<slow in 5..59")
     print(f"pocklib  first call, fresh process, empty numba cache (compile included): {cold['first_call_s']:.2f} s")
