@@ -26,6 +26,7 @@ import numpy as np
 
 from pocklib import backtest, history
 from pocklib import session as S
+from pocklib.runner import run_session
 from pocklib.rules import Rules
 
 
@@ -102,7 +103,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, Simulator(frames, speed=a.speed,
                                                              start=frames["BTCUSDT"].index[200]) as sim:
             t0 = time.perf_counter()
-            res = asyncio.run(S.run_session(broker="binance", sim=sim, venue="sim", out_dir=tmp, hours=a.hours,
+            res = asyncio.run(run_session(broker="binance", sim=sim, venue="sim", out_dir=tmp, hours=a.hours,
                                             speed=a.speed, target_usd=1e6, max_loss_usd=1e6, session_id="bench"))
             wall = time.perf_counter() - t0
         print(f"sim session ({a.hours:g} h at {a.speed:g}x, Binance broker via python-binance, journal fsync'ed; "

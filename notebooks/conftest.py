@@ -1,4 +1,4 @@
-"""Test setup shared by pytest and nbval.
+"""Test setup for the notebooks under nbval (loaded when pytest collects notebooks/).
 
 nbval cannot pass notebook parameters, so the notebooks' parameters cells read these
 environment variables for their defaults (a plain papermill run keeps testnet). The kernels
