@@ -32,7 +32,9 @@ def frames():
 
 @pytest.fixture
 def sim(frames):
-    with Simulator(frames, speed=300.0, api_key=KEY, api_secret=SECRET) as s:
+    # strict_time: the simulator accepts only its own (300x) clock in signatures, as Binance
+    # accepts only its own, so every test here also proves the broker keeps exchange time.
+    with Simulator(frames, speed=300.0, api_key=KEY, api_secret=SECRET, strict_time=True) as s:
         yield s
 
 

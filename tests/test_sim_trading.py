@@ -305,3 +305,16 @@ def test_max_algo_orders_and_public_keys(sim):
              stopPrice="79000.0", closePosition="true")
     assert e.code == -4045
     assert (sim.api_key, sim.api_secret) == (KEY, SECRET)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_strict_time_accepts_only_the_simulated_clock(strict):
+    """The test frame starts long before the machine clock: a client that never
+    synchronised signs with the machine clock, which only the lenient default accepts."""
+    frames = {"BTCUSDT": frame([FLAT] * 230)}
+    with Simulator(frames, speed=0, strict_time=strict) as s:
+        c = client(s)
+        if strict:
+            assert _err(c.futures_account_balance).code == -1021
+            c.timestamp_offset = c.futures_time()["serverTime"] - int(time.time() * 1000)
+        assert any(b["asset"] == "USDT" for b in c.futures_account_balance())

@@ -34,8 +34,10 @@ class SimCore:
     """Everything the handlers share: market, clock, engine, hub, replay, faults, keys."""
 
     def __init__(self, market: Market, clock: SimClock, engine: Engine, api_key: str,
-                 api_secret: str, faults: FaultPlan | None, weight_limit: int | None) -> None:
+                 api_secret: str, faults: FaultPlan | None, weight_limit: int | None,
+                 strict_time: bool = False) -> None:
         self.market = market
+        self.strict_time = strict_time
         self.clock = clock
         self.engine = engine
         self.api_key = api_key
@@ -142,11 +144,13 @@ def _check_signed(core: SimCore, request: web.Request, query: str, body: str,
     if not rw_s.isdigit() or not 0 < int(rw_s) <= 60000:
         raise ApiError(400, -1131, "recvWindow must be less than 60000")
     ts, rw = int(params["timestamp"]), int(rw_s)
-    # The client's machine clock may be compared with either server clock: the real one
-    # (same machine, so a plain client works at any replay speed) or the simulated one (for a
-    # client that synchronised on /fapi/v1/time). A fault shift moves both.
+    # By default the client's machine clock may be compared with either server clock: the real
+    # one (same machine, so a plain client works at any replay speed) or the simulated one (for
+    # a client that synchronised on /fapi/v1/time). ``strict_time`` accepts only the simulated
+    # clock, as Binance does: a client must keep exchange time itself. A fault shift moves both.
     shift = core.clock.shift_ms
-    refs = (int(time.time() * 1000) + shift, core.clock.now_ms() + shift)
+    sim_ref = core.clock.now_ms() + shift
+    refs = (sim_ref,) if core.strict_time else (int(time.time() * 1000) + shift, sim_ref)
     if not any(ts < ref + 1000 and ref - ts <= rw for ref in refs):
         if all(ts >= ref + 1000 for ref in refs):
             raise ApiError(400, -1021, "Timestamp for this request was 1000ms ahead of the "

@@ -30,7 +30,9 @@ class Simulator:
     taker on MARKET fills. ``updates_per_candle``: x:false updates before each x:true.
     ``weight_limit``: request weight per wall minute before 429/-1003 (None: unlimited, the
     default, because an accelerated replay legitimately packs hours of calls into a minute;
-    Binance's own limit is 2400).
+    Binance's own limit is 2400). ``strict_time``: signed requests must carry the simulated
+    clock (as on Binance); by default the machine clock is accepted too, so a plain client that
+    never synchronises works at any replay speed.
 
     >>> with Simulator(frames, speed=0) as sim:      # doctest: +SKIP
     ...     client.FUTURES_TESTNET_URL = sim.base_url + "/fapi"
@@ -41,7 +43,7 @@ class Simulator:
                  api_key: str = "test-key", api_secret: str = "test-secret",
                  balance: float = 10_000.0, fee_rate: float = 0.0005, slippage: float = 0.0,
                  updates_per_candle: int = 4, faults: FaultPlan | None = None,
-                 port: int = 0, weight_limit: int | None = None) -> None:
+                 port: int = 0, weight_limit: int | None = None, strict_time: bool = False) -> None:
         if not api_key or not api_secret:
             raise ValueError("api_key, api_secret: non-empty strings required")
         self.market = Market(frames, interval, updates_per_candle, start)
@@ -50,7 +52,7 @@ class Simulator:
         prices = {s: self.market.initial_price(s) for s in self.market.symbols}
         self.engine = Engine(filters, prices, str(balance), str(fee_rate), str(slippage))
         self._core = SimCore(self.market, self.clock, self.engine, api_key, api_secret, faults,
-                             weight_limit)
+                             weight_limit, strict_time)
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
