@@ -56,7 +56,8 @@ def sample_frames():
 
 @pytest.mark.parametrize("broker", ["binance", "paper"])
 def test_full_four_hour_session_on_sim(tmp_path, sample_frames, broker):
-    with Simulator(sample_frames, speed=FAST, start=sample_frames["BTCUSDT"].index[200]) as sim:
+    # strict_time: signatures must carry the exchange's (2400x) clock, as on Binance
+    with Simulator(sample_frames, speed=FAST, start=sample_frames["BTCUSDT"].index[200], strict_time=True) as sim:
         res = run(sim, tmp_path, broker=broker, hours=4, session_id=f"full-{broker}")
         acct = sim.account()
     assert res.stop_reason == "time"
