@@ -266,6 +266,21 @@ def sweep_kernel(
 TARGET, MAX_LOSS, TIME, DATA_END = 0, 1, 2, 3
 
 
+@njit(cache=True, inline="always")
+def _record_trade(tr_i, tr_f, n, sym, entry_ev, exit_ev, why, qty, entry, px, fees, pnl) -> None:
+    """Row ``n`` of a session's trade table: ints (symbol, entry event, exit event, reason),
+    floats (qty, entry price, exit price USD, fees USD, pnl USD)."""
+    tr_i[n, 0] = sym
+    tr_i[n, 1] = entry_ev
+    tr_i[n, 2] = exit_ev
+    tr_i[n, 3] = why
+    tr_f[n, 0] = qty
+    tr_f[n, 1] = entry
+    tr_f[n, 2] = px
+    tr_f[n, 3] = fees
+    tr_f[n, 4] = pnl
+
+
 @njit(cache=True)
 def simulate_session(
     e0: int, ev_t: np.ndarray, ev_k: np.ndarray, ev_o: np.ndarray, ev_h: np.ndarray, ev_lo: np.ndarray,
@@ -366,15 +381,7 @@ def simulate_session(
                 fees = efee[k] + f
                 pnl = (px - entry[k]) * qty[k] - fees
                 if record and n_tr < cap:
-                    tr_i[n_tr, 0] = k
-                    tr_i[n_tr, 1] = entry_ev[k]
-                    tr_i[n_tr, 2] = e
-                    tr_i[n_tr, 3] = why
-                    tr_f[n_tr, 0] = qty[k]
-                    tr_f[n_tr, 1] = entry[k]
-                    tr_f[n_tr, 2] = px
-                    tr_f[n_tr, 3] = fees
-                    tr_f[n_tr, 4] = pnl
+                    _record_trade(tr_i, tr_f, n_tr, k, entry_ev[k], e, why, qty[k], entry[k], px, fees, pnl)
                 n_tr += 1
                 if pnl > 0:
                     n_win += 1
@@ -425,15 +432,7 @@ def simulate_session(
             fees = efee[kk] + f
             pnl = (px - entry[kk]) * qty[kk] - fees
             if record and n_tr < cap:
-                tr_i[n_tr, 0] = kk
-                tr_i[n_tr, 1] = entry_ev[kk]
-                tr_i[n_tr, 2] = last_ev[kk]
-                tr_i[n_tr, 3] = END
-                tr_f[n_tr, 0] = qty[kk]
-                tr_f[n_tr, 1] = entry[kk]
-                tr_f[n_tr, 2] = px
-                tr_f[n_tr, 3] = fees
-                tr_f[n_tr, 4] = pnl
+                _record_trade(tr_i, tr_f, n_tr, kk, entry_ev[kk], last_ev[kk], END, qty[kk], entry[kk], px, fees, pnl)
             n_tr += 1
             if pnl > 0:
                 n_win += 1
