@@ -4,7 +4,7 @@ Commands::
 
     pull SYMBOL --start 2024-01-01 [--end 2024-02-01] [--interval 5m] [--spot] [--base-url URL]
     import PATH [PATH ...] [--symbol S --interval I] [--spot]
-    gaps DATA [--symbol S] [--interval I] [--start T] [--end T]
+    gaps DATA [--symbol S[,S2...]] [--interval I] [--start T] [--end T]
     sample [--out data/sample]
     sim ...                    (the local exchange simulator: pocklib.sim.cli)
 
@@ -41,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-verify", action="store_true", help="skip .CHECKSUM verification")
 
     gp = sub.add_parser("gaps", help="list missing candles of a data source")
-    gp.add_argument("data", help="'sample', a cache key like futures/BTCUSDT-5m, or a file path")
-    gp.add_argument("--symbol", default="BTCUSDT")
+    gp.add_argument("data", help="'sample', a cache key like futures/BTCUSDT-5m, a file path, or a "
+                    "pattern like 'data/{symbol}-5m-2024-01.zip' (a file holds one symbol)")
+    gp.add_argument("--symbol", "--symbols", dest="symbol", default=None,
+                    help="symbol(s), comma-separated (default: the one the data names, else BTCUSDT)")
     gp.add_argument("--interval", default="5m")
     gp.add_argument("--start")
     gp.add_argument("--end")
@@ -82,13 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"imported {len(args.paths)} file(s) into {df.attrs['source']}: {_summary(df)}")
             return 0
         if args.command == "gaps":
-            df = history.load(args.data, args.symbol, args.interval, args.start, args.end,
-                              root=args.cache_dir)
-            g = history.gaps(df, args.interval)
-            print(f"{df.attrs.get('source')}: {_summary(df)}; {len(g)} gap(s), "
-                  f"{int(g['missing'].sum()) if len(g) else 0} missing candle(s)")
-            if len(g):
-                print(g.to_string(index=False))
+            symbols = args.symbol or history.source_symbol(args.data) or "BTCUSDT"
+            frames = history.load_frames(args.data, symbols, args.interval, args.start, args.end,
+                                         root=args.cache_dir)
+            for sym, df in frames.items():
+                g = history.gaps(df, args.interval)
+                who = f"{sym} " if len(frames) > 1 else ""
+                print(f"{who}{df.attrs.get('source')}: {_summary(df)}; {len(g)} gap(s), "
+                      f"{int(g['missing'].sum()) if len(g) else 0} missing candle(s)")
+                if len(g):
+                    print(g.to_string(index=False))
             return 0
         if args.command == "sample":
             from pocklib.sample import write_sample

@@ -102,21 +102,37 @@ class BrokerError(RuntimeError):
 _SIG = re.compile(r"(signature=)[0-9a-fA-F]+")
 _KEYHDR = re.compile(r"(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", re.IGNORECASE)
 _secrets: set[str] = set()
+_by_length: tuple[str, ...] = ()  # _secrets, longest first (rebuilt by register_secret)
+
+#: Shortest value :func:`register_secret` accepts (Binance API keys and secrets are 64 chars).
+#: Masking is a search-and-replace over whole messages: a short value also matches ordinary
+#: text (a simulator key "S" would turn "BTCUSDT SELL" into "BTCU<redacted>DT <redacted>ELL"
+#: and corrupt symbols, sides and client ids). Short values are therefore never masked; keys
+#: and secrets are kept out of outputs by construction (never formatted, never journaled), and
+#: masking is only a second line of defence for real, long keys.
+MIN_SECRET_LEN = 16
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a key or secret so :func:`redact` removes it wherever it shows up."""
-    if value and len(value) >= 4:
+    """Remember a key or secret so :func:`redact` masks it wherever it shows up.
+
+    Values shorter than :data:`MIN_SECRET_LEN` characters are not registered (see there):
+    masking them would corrupt unrelated text."""
+    global _by_length
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LEN and value not in _secrets:
         _secrets.add(value)
+        _by_length = tuple(sorted(_secrets, key=len, reverse=True))  # longest first: nested secrets
 
 
 def redact(text: Any) -> str:
-    """``text`` as a string with signatures, API-key headers and registered secrets masked."""
+    """``text`` as a string with signatures, API-key headers and registered secrets (of at
+    least :data:`MIN_SECRET_LEN` characters) masked. For messages and logs only: never apply
+    it to data (journal records, symbols, client ids)."""
     s = str(text)
     s = _SIG.sub(r"\1<redacted>", s)
     s = _KEYHDR.sub(r"\1<redacted>", s)
-    for sec in _secrets:
-        if sec in s:
+    for sec in _by_length:
+        if len(sec) >= MIN_SECRET_LEN and sec in s:
             s = s.replace(sec, "<redacted>")
     return s
 
@@ -155,5 +171,5 @@ def install_log_redaction() -> None:
     _installed = True
 
 
-__all__ = ["BINANCE_CODES", "BrokerError", "NO_CHANGE_CODES", "RETRY_STATUSES", "RedactingFilter",
-           "explain", "install_log_redaction", "redact", "register_secret"]
+__all__ = ["BINANCE_CODES", "BrokerError", "MIN_SECRET_LEN", "NO_CHANGE_CODES", "RETRY_STATUSES",
+           "RedactingFilter", "explain", "install_log_redaction", "redact", "register_secret"]

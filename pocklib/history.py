@@ -17,7 +17,13 @@ Data sources accepted by :func:`load` (``data=``):
   market (``"futures"``) to take symbol and interval from the arguments;
 * a path to a ``.parquet`` file, a ``.csv`` (Binance kline CSV, with or without header, or a
   CSV of the canonical frame) or a data.binance.vision ``.zip``;
-* a DataFrame (validated and filtered).
+* a DataFrame (validated and filtered);
+* a string with ``{symbol}``, expanded per symbol: ``"data/{symbol}-5m-2024-01.zip"``.
+
+A data file holds one symbol's candles: :func:`load_frames` loads several symbols from one
+``data`` argument and refuses a file (or DataFrame, or cache key naming a symbol) for several
+symbols, and a file whose name says another symbol than the one requested (so does
+:func:`load`); see :func:`load_frames` for the rule.
 
 Time filters: ``start <= open_time < end`` (UTC; strings or Timestamps; naive means UTC).
 Times on the wire are ms since the epoch; archives with microsecond timestamps are converted.
@@ -32,7 +38,7 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -463,14 +469,21 @@ def import_archives(
 ) -> pd.DataFrame:
     """Import data.binance.vision kline archives (zip or csv) into the cache; return the cache.
 
-    Symbol and interval come from the file names unless given; ``market`` from a ``spot`` or
-    ``futures`` folder in the path, else ``futures``. Archive rows replace cached rows with the
+    Symbol and interval come from the file names unless given (a given symbol that contradicts
+    a file name is refused); ``market`` from a ``spot`` or ``futures`` folder in the path, else
+    ``futures``. Archive rows replace cached rows with the
     same open time. Every file is read and checked before the cache is touched.
     """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("paths: at least one archive is needed")
     frames = []
+    for p in paths:  # names first: a contradiction is refused before any file is read
+        named = _name_symbol(p.name)
+        if symbol and named and named != symbol.upper():
+            raise ValueError(
+                f"{p}: the name says {named} candles, not {symbol.upper()}; importing it as {symbol.upper()} "
+                f"would store {named} prices as {symbol.upper()}: drop --symbol/symbol= or pass {named!r}")
     for p in paths:
         meta = parse_archive_name(p.name)
         sym = (symbol or (meta[0] if meta else "")).upper()
@@ -659,53 +672,112 @@ def _attrs(df: pd.DataFrame, symbol: str, interval: str, source: str, **more: An
     return df
 
 
-def load(
-    data: str | Path | pd.DataFrame = "sample",
-    symbol: str = "BTCUSDT",
-    interval: str = "5m",
-    start: str | pd.Timestamp | int | None = None,
-    end: str | pd.Timestamp | int | None = None,
-    *,
-    root: str | Path | None = None,
-) -> pd.DataFrame:
-    """Load a validated canonical candle frame, filtered to ``start <= open_time < end`` (UTC).
+#: Placeholder in a ``data`` string that expands to each symbol: ``"data/{symbol}-5m-2024-01.zip"``.
+SYMBOL_PATTERN = "{symbol}"
+#: ``<SYMBOL>-<interval>.<ext>``: the names of the cache and sample files.
+_OWN_NAME_RE = re.compile(r"^([A-Z0-9]+)-(\d+[smhdwM]|1mo)\.(parquet|csv|zip)$")
+_DEFAULT_SYMBOL = "BTCUSDT"
 
-    ``data``: ``"sample"`` | cache key ``"futures/BTCUSDT-5m"`` (or ``"futures"``/``"spot"``
-    with ``symbol``/``interval``) | path to ``.parquet``/``.csv``/``.zip`` | a DataFrame.
-    ``root`` overrides the cache folder. Raises :class:`DataError` for unknown keys/files and
-    bad data; ``attrs`` carries symbol, interval, source and synthetic.
-    """
-    _check_interval(interval)
-    symbol = symbol.upper()
-    start_ms, end_ms = to_ms(start), to_ms(end)
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ValueError(f"start: must be before end; got start={_ts(start_ms)}, end={_ts(end_ms)}")
+
+def _name_symbol(name: str) -> str | None:
+    """The symbol a data file's name gives: a data.binance.vision archive name
+    (``ETHUSDT-5m-2024-01.zip``, ``BTCUSDT-5m-2024-01-15.csv``) or a cache/sample name
+    (``BTCUSDT-5m.parquet``); else None."""
+    meta = parse_archive_name(name)
+    if meta:
+        return meta[0]
+    m = _OWN_NAME_RE.match(name)
+    return m.group(1) if m else None
+
+
+def _parquet_symbol(path: Path) -> str | None:
+    """``attrs["symbol"]`` stored in a parquet file's footer (written by pandas), without
+    reading the candles; None when absent or unreadable (the load reports that)."""
+    try:
+        import json
+
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        sym = json.loads(meta.get(b"PANDAS_ATTRS", b"{}")).get("symbol")
+    except Exception:  # noqa: BLE001 - not readable here means: let the load say why
+        return None
+    return sym.upper() if isinstance(sym, str) and sym else None
+
+
+def _file_symbol(path: Path) -> tuple[str | None, str]:
+    """(symbol the file holds, how we know) from its name, else a parquet file's attrs."""
+    sym = _name_symbol(path.name)
+    if sym:
+        return sym, "from its name"
+    if path.suffix.lower() == ".parquet" and path.is_file():
+        sym = _parquet_symbol(path)
+        if sym:
+            return sym, "from the symbol stored in the file"
+    return None, ""
+
+
+def _label(data: Any) -> str:
+    return "a DataFrame" if isinstance(data, pd.DataFrame) else repr(str(data))
+
+
+def _mismatch(data: Any, named: str, how: str, wanted: str, arg: str) -> ValueError:
+    """The error for a source that holds ``named``'s candles, asked for as ``wanted``."""
     if isinstance(data, pd.DataFrame):
-        df = validate(data, data.attrs.get("source", "DataFrame"), interval)
-        return _attrs(_between(df, start_ms, end_ms), symbol, interval, df.attrs.get("source", "DataFrame"))
-    text = str(data)
-    if text == "sample":
-        from pocklib.sample import generate, sample_path
+        other = f"a DataFrame of {wanted}"
+    else:
+        text = str(data)
+        head, sep, name = text.replace("\\", "/").rpartition("/")
+        swapped = text[: len(text) - len(name)] + name.replace(named, wanted, 1) if named in name else None
+        other = f"{wanted}'s own data (e.g. {swapped!r})" if swapped else f"{wanted}'s own data"
+    return ValueError(
+        f"data: {_label(data)} holds {named} candles ({how}), not {wanted}; "
+        f"loading it as {wanted} would trade {wanted} on {named} prices: "
+        f"pass {arg}={named!r}, or {other}"
+    )
 
-        path = sample_path(data_dir() / "sample", symbol, interval)
-        df = _read_parquet(path, interval) if path.exists() else generate(symbol, interval)
-        return _attrs(_between(df, start_ms, end_ms), symbol, interval, str(path) if path.exists()
-                      else df.attrs["source"], synthetic=True)
+
+def _expand(data: Any, symbol: str | None, arg: str) -> Any:
+    """``data`` with ``{symbol}`` replaced by ``symbol`` (strings and paths only)."""
+    if isinstance(data, pd.DataFrame) or SYMBOL_PATTERN not in str(data):
+        return data
+    if not symbol:
+        raise ValueError(f"data: {str(data)!r} is a pattern; pass {arg}= to fill in {SYMBOL_PATTERN}")
+    return str(data).replace(SYMBOL_PATTERN, symbol)
+
+
+def _prepare(data: Any, symbol: str | None, interval: str, root: str | Path | None,
+             arg: str = "symbol") -> tuple[Any, ...]:
+    """Every cheap check of one source for one symbol (file names, existence, the symbol the
+    source holds), reading no candle. Returns what :func:`_read` needs."""
+    _check_interval(interval)
+    wanted = symbol.upper() if symbol else None
+    if isinstance(data, pd.DataFrame):
+        return ("frame", data, wanted or _DEFAULT_SYMBOL, interval, None)
+    text = str(_expand(data, wanted, arg))
+    if text == "sample":
+        return ("sample", None, wanted or _DEFAULT_SYMBOL, interval, None)
     m = _KEY_RE.match(text)
     if m and not Path(text).suffix:
         market = m.group(1)
+        sym, iv = wanted or _DEFAULT_SYMBOL, interval
         if m.group(2):
-            symbol, interval = m.group(2).upper(), m.group(3)
-            _check_interval(interval)
-        path = cache_path(market, symbol, interval, root)
+            named = m.group(2).upper()
+            if wanted and named != wanted:
+                raise ValueError(
+                    f"data: {text!r} is the {market} cache of {named}, not {wanted}; loading it as {wanted} "
+                    f"would trade {wanted} on {named} prices: pass {arg}={named!r}, "
+                    f"{market + '/' + wanted + '-' + m.group(3)!r}, or {market!r} (each symbol's own cache)")
+            sym, iv = named, m.group(3)
+            _check_interval(iv)
+        path = cache_path(market, sym, iv, root)
         if not path.exists():
             have = cache_keys(root)
             raise DataError(
-                f"{text}: no cache file {path}; pull it first (python -m pocklib pull {symbol} "
-                f"--interval {interval} --start ...{' --spot' if market == 'spot' else ''}); cached: {have or 'nothing'}"
+                f"{text}: no cache file {path}; pull it first (python -m pocklib pull {sym} "
+                f"--interval {iv} --start ...{' --spot' if market == 'spot' else ''}); cached: {have or 'nothing'}"
             )
-        df = _read_parquet(path, interval)
-        return _attrs(_between(df, start_ms, end_ms), symbol, interval, str(path), market=market)
+        return ("key", path, sym, iv, market)
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv", ".zip"):
@@ -715,16 +787,228 @@ def load(
         )
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if suffix == ".parquet":
-        df = _read_parquet(path, interval)
+    named, how = _file_symbol(path)
+    if wanted and named and named != wanted:
+        raise _mismatch(text, named, how, wanted, arg)
+    return ("file", path, wanted or named or _DEFAULT_SYMBOL, interval, None)
+
+
+def _read(prep: tuple[Any, ...], start_ms: int | None, end_ms: int | None) -> pd.DataFrame:
+    """Read, validate and filter a source checked by :func:`_prepare`."""
+    kind, what, symbol, interval, market = prep
+    if kind == "frame":
+        source = what.attrs.get("source", "DataFrame")
+        df = validate(what, source, interval)
+        return _attrs(_between(df, start_ms, end_ms), symbol, interval, source)
+    if kind == "sample":
+        from pocklib.sample import generate, sample_path
+
+        path = sample_path(data_dir() / "sample", symbol, interval)
+        df = _read_parquet(path, interval) if path.exists() else generate(symbol, interval)
+        return _attrs(_between(df, start_ms, end_ms), symbol, interval, str(path) if path.exists()
+                      else df.attrs["source"], synthetic=True)
+    if kind == "key":
+        df = _read_parquet(what, interval)
+        return _attrs(_between(df, start_ms, end_ms), symbol, interval, str(what), market=market)
+    df = _read_parquet(what, interval) if what.suffix.lower() == ".parquet" else read_archive(what, interval)
+    return _attrs(_between(df, start_ms, end_ms), symbol, interval, str(what))
+
+
+def _time_range(start: Any, end: Any) -> tuple[int | None, int | None]:
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ValueError(f"start: must be before end; got start={_ts(start_ms)}, end={_ts(end_ms)}")
+    return start_ms, end_ms
+
+
+def load(
+    data: str | Path | pd.DataFrame = "sample",
+    symbol: str | None = None,
+    interval: str = "5m",
+    start: str | pd.Timestamp | int | None = None,
+    end: str | pd.Timestamp | int | None = None,
+    *,
+    root: str | Path | None = None,
+) -> pd.DataFrame:
+    """Load a validated canonical candle frame, filtered to ``start <= open_time < end`` (UTC).
+
+    ``data``: ``"sample"`` | cache key ``"futures/BTCUSDT-5m"`` (or ``"futures"``/``"spot"``
+    with ``symbol``/``interval``) | path to ``.parquet``/``.csv``/``.zip`` | a DataFrame; a
+    string may hold ``{symbol}``, replaced by ``symbol``. ``symbol`` defaults to the one the
+    data names (archive or cache file name, cache key, a parquet file's stored symbol), else
+    ``BTCUSDT``. A source that names another symbol than ``symbol`` is refused (ValueError)
+    before any candle is read. To load several symbols use :func:`load_frames`.
+    ``root`` overrides the cache folder. Raises :class:`DataError` for unknown keys/files and
+    bad data; ``attrs`` carries symbol, interval, source and synthetic.
+    """
+    _check_interval(interval)
+    start_ms, end_ms = _time_range(start, end)
+    return _read(_prepare(data, symbol, interval, root), start_ms, end_ms)
+
+
+def _symbol_list(symbols: str | Iterable[str]) -> list[str]:
+    items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+    out: list[str] = []
+    for s in items:
+        if not isinstance(s, str):
+            raise ValueError(f"symbols: strings like 'BTCUSDT'; got {s!r}")
+        s = s.strip().upper()
+        if s and s not in out:
+            out.append(s)
+    if not out:
+        raise ValueError(f"symbols: at least one symbol is needed; got {symbols!r}")
+    return out
+
+
+def _one_symbol_source(data: Any, root: str | Path | None) -> tuple[Any, str] | None:
+    """(identity, kind) of a source that holds one symbol's candles (a file, a DataFrame, a
+    cache key naming its symbol); None for sources holding several ("sample", "futures")."""
+    if isinstance(data, pd.DataFrame):
+        return ("frame", id(data)), "frame"
+    text = str(data)
+    if text == "sample":
+        return None
+    m = _KEY_RE.match(text)
+    if m and not Path(text).suffix:
+        if not m.group(2):
+            return None
+        return ("key", m.group(1), m.group(2).upper(), m.group(3), str(root)), "key"
+    return ("file", str(Path(text).expanduser().resolve())), "file"
+
+
+def _shared_error(data: Any, kind: str, symbols: list[str]) -> ValueError:
+    """The error for one single-symbol source asked to stand for several symbols."""
+    listed = ", ".join(symbols)
+    if kind == "frame":
+        named = data.attrs.get("symbol")
+        one = named.upper() if isinstance(named, str) and named else symbols[0]
+        return ValueError(
+            f"data: a DataFrame holds one symbol's candles, but symbols lists {listed}: "
+            f"pass symbols={one!r} or a dict {{symbol: DataFrame}} with one frame per symbol")
+    text = str(data)
+    if kind == "key":
+        m = _KEY_RE.match(text)
+        assert m is not None
+        market, named, iv = m.group(1), m.group(2).upper(), m.group(3)
+        return ValueError(
+            f"data: {text!r} is the {market} cache of one symbol ({named}), but symbols lists {listed}: "
+            f"pass symbols={named!r}, or {market!r} or {market + '/' + SYMBOL_PATTERN + '-' + iv!r} "
+            f"(each symbol's own cache)")
+    path = Path(text).expanduser()
+    named, how = _file_symbol(path)
+    head = text[: len(text) - len(path.name)] if text.endswith(path.name) else ""
+    if named:
+        pattern = head + path.name.replace(named, SYMBOL_PATTERN, 1)
+        holds, one = f"holds {named}'s candles ({how})", named
     else:
-        df = read_archive(path, interval)
-    sym = df.attrs.get("symbol", symbol)
-    return _attrs(_between(df, start_ms, end_ms), sym, interval, str(path))
+        pattern = head + SYMBOL_PATTERN + path.suffix
+        holds, one = "holds one symbol's candles", symbols[0]
+    files = ", ".join(repr(pattern.replace(SYMBOL_PATTERN, s)) for s in symbols)
+    return ValueError(
+        f"data: {text!r} is one file and {holds}, but symbols lists {listed}: "
+        f"pass symbols={one!r} or a pattern like {pattern!r} (one file per symbol: {files})")
+
+
+def load_frames(
+    data: str | Path | pd.DataFrame | Mapping[str, Any],
+    symbols: str | Iterable[str],
+    interval: str = "5m",
+    start: str | pd.Timestamp | int | None = None,
+    end: str | pd.Timestamp | int | None = None,
+    **kw: Any,
+) -> dict[str, pd.DataFrame]:
+    """Candle frames of several symbols from one ``data`` argument: ``{symbol: frame}`` in the
+    order of ``symbols`` (a list, or a comma-separated string like ``"BTCUSDT,ETHUSDT"``).
+
+    **The rule: a data file holds one symbol's candles.** So:
+
+    * a source that holds several symbols is loaded once per symbol: ``"sample"``, the cache
+      of a market (``"futures"``, ``"spot"``);
+    * a string with ``{symbol}`` is a pattern, expanded per symbol: ``"data/{symbol}-5m-2024-01.zip"``,
+      ``"mydir/{symbol}.csv"``, ``"futures/{symbol}-5m"``;
+    * a dict ``{symbol: source}`` gives each symbol its own source (every symbol needs one);
+    * a single file (``.parquet``/``.csv``/``.zip``), a cache key naming a symbol
+      (``"futures/BTCUSDT-5m"``) or a DataFrame holds **one** symbol: it is refused when
+      ``symbols`` lists several (it would run the same candles, and double every trade, under
+      each of them);
+    * the symbol a source holds is inferred from a data.binance.vision archive name
+      (``ETHUSDT-5m-2024-01.zip``, ``BTCUSDT-5m-2024-01-15.csv``, in any folder), a cache or
+      sample file name (``BTCUSDT-5m.parquet``), a cache key, or the symbol stored in a
+      parquet file / a DataFrame's ``attrs``; a source holding another symbol than the one it
+      is loaded for is refused (it would trade that symbol on the other's prices);
+    * a plain file with no inferable symbol, with exactly one symbol requested, is taken as
+      that symbol's candles.
+
+    Refusals are ``ValueError`` saying how to fix the call, raised before any candle is read;
+    missing files and cache entries (:class:`DataError`) too. Then each frame is loaded as by
+    :func:`load` (``interval``, ``start <= open_time < end`` UTC, ``root=`` the cache folder).
+    """
+    unknown = sorted(set(kw) - {"root"})
+    if unknown:
+        raise TypeError(f"load_frames() got unexpected keyword argument(s) {unknown}; known: root")
+    root = kw.get("root")
+    syms = _symbol_list(symbols)
+    _check_interval(interval)
+    start_ms, end_ms = _time_range(start, end)
+    if isinstance(data, Mapping):
+        given = {str(k).strip().upper(): v for k, v in data.items()}
+        missing = [s for s in syms if s not in given]
+        extra = sorted(set(given) - set(syms))
+        if missing or extra:
+            raise ValueError(
+                f"data: a dict needs one entry per symbol in symbols ({', '.join(syms)}); "
+                + "; ".join(p for p in (f"missing {', '.join(missing)}" if missing else "",
+                                        f"not in symbols: {', '.join(extra)}" if extra else "") if p))
+        sources = {s: _expand(given[s], s, "symbols") for s in syms}
+    else:
+        sources = {s: _expand(data, s, "symbols") for s in syms}
+    users: dict[Any, list[str]] = {}
+    kinds: dict[Any, tuple[Any, str]] = {}
+    for s in syms:
+        one = _one_symbol_source(sources[s], root)
+        if one is not None:
+            users.setdefault(one[0], []).append(s)
+            kinds[one[0]] = (sources[s], one[1])
+    for ident, ss in users.items():
+        if len(ss) > 1:
+            src, kind = kinds[ident]
+            if isinstance(data, Mapping):
+                raise ValueError(
+                    f"data: the dict gives {', '.join(ss)} the same source {_label(src)}, which holds one "
+                    f"symbol's candles: give each symbol its own file, cache key or DataFrame")
+            raise _shared_error(src, kind, ss)
+    preps = {}
+    for s in syms:
+        src = sources[s]
+        if isinstance(src, pd.DataFrame):
+            named = src.attrs.get("symbol")
+            if isinstance(named, str) and named and named.upper() != s:
+                raise _mismatch(src, named.upper(), "its attrs['symbol']", s, "symbols")
+        preps[s] = _prepare(src, s, interval, root, arg="symbols")
+    return {s: _read(preps[s], start_ms, end_ms) for s in syms}
+
+
+def source_symbol(data: Any) -> str | None:
+    """The one symbol a single-symbol ``data`` source names (archive/cache file name, cache key,
+    the symbol stored in a parquet file or a DataFrame's attrs); None when it names none or holds
+    several (``"sample"``, ``"futures"``, a ``{symbol}`` pattern)."""
+    if isinstance(data, pd.DataFrame):
+        sym = data.attrs.get("symbol")
+        return sym.upper() if isinstance(sym, str) and sym else None
+    if isinstance(data, Mapping):
+        return None
+    text = str(data)
+    if text == "sample" or SYMBOL_PATTERN in text:
+        return None
+    m = _KEY_RE.match(text)
+    if m and not Path(text).suffix:
+        return m.group(2).upper() if m.group(2) else None
+    return _file_symbol(Path(text).expanduser())[0]
 
 
 __all__ = [
     "COLUMNS", "DataError", "KLINE_FIELDS", "cache_dir", "cache_keys", "cache_path", "data_dir",
-    "empty_frame", "from_klines", "gaps", "import_archives", "load", "make_client", "merge",
-    "parse_archive_name", "pull", "read_archive", "read_cache", "to_ms", "validate", "write_cache",
+    "empty_frame", "from_klines", "gaps", "import_archives", "load", "load_frames", "make_client", "merge",
+    "parse_archive_name", "pull", "read_archive", "read_cache", "source_symbol", "to_ms", "validate",
+    "write_cache",
 ]

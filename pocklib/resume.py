@@ -51,7 +51,7 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
         if k == "fill":
             fills.append(r)
             answered.add(r["cid"])
-        elif k == "reject":
+        elif k in ("reject", "expired"):
             answered.add(r["cid"])
         elif k == "order":
             orders[r["cid"]] = r
@@ -88,7 +88,7 @@ def rebuild_book(session: Session, state: ResumeState) -> None:
                 session.book.open(f["symbol"], ts(f["book_time"]), fill.price, fill.qty, fill.fee)
         elif session.book.position(f["symbol"]) is not None:
             session.book.close(f["symbol"], ts(f["book_time"]), fill.price, fill.fee, f["reason"])
-        session._record_fill(fill, int(f["book_time"]))
+        session.record_fill(fill, int(f["book_time"]))
     session.equity_rows = list(state.equity_rows)
     for s, rows in state.candle_rows.items():
         if s in session.candle_rows:
@@ -103,42 +103,116 @@ def _fill_from_record(r: dict[str, Any]) -> Any:
                 order_id=r.get("order_id"))
 
 
-def _reconcile(sess: Session, state: ResumeState, broker: Any) -> dict[str, Any]:
-    """After a restart: finish orders the journal shows as sent but unanswered (same client id:
-    the exchange recognises them, nothing is placed twice), re-attach SL/TP of open positions
-    (same client ids), then compare the book with the exchange's positions."""
+class ReconcileError(RuntimeError):
+    """The exchange does not hold what the journal says (after a restart): the session stops,
+    flattens and says what differed."""
+
+
+def _book_time(o: dict[str, Any], fill: Any, sess: Session) -> int:
+    """Book time of a resumed order's fill: the signal candle, as if uninterrupted, when it
+    filled within the staleness bound of its planned fill time; else the candle it filled in."""
+    iv = sess.rules.interval_ms
+    bound = sess.max_age_ms if sess.max_age_ms is not None else iv
+    if abs(int(fill.time) - int(o["fill_ms"])) <= bound:
+        return int(o["candle_open"])
+    return (int(fill.time) // iv) * iv
+
+
+def reconcile(sess: Session, state: ResumeState, broker: Any) -> dict[str, Any]:
+    """After a restart, make the book and the exchange agree, or stop.
+
+    1. Orders the journal shows as sent but unanswered are LOOKED UP by client id first (Binance
+       accepts a client id again once its order is filled, so a blind resend could trade twice).
+       Found: its fill is booked. Not found: an exit is sent now; an entry is sent only if its
+       signal is still fresh (:meth:`Session.signal_age_ms`), else journaled as ``expired``.
+    2. Each open book position is re-attached (:meth:`Broker.adopt`): its SL/TP found by client
+       id or placed again; if the exchange closed it meanwhile, the closing fills are booked.
+    3. Open orders left on symbols the book holds flat (SL/TP of a close that was in flight) are
+       cancelled.
+    4. Quantities (to half a lot step) and entry prices (0.1 %) are compared with the
+       exchange's; any difference is journaled and raises :class:`ReconcileError`.
+    """
     j = sess.journal
-    for o in state.unresolved:
+    unresolved = list(state.unresolved)
+    for o in unresolved:
+        j.append("resume_order", t=sess.now, cid=o["cid"], symbol=o["symbol"], side=o["side"])
+    for o in unresolved:  # lookups only: nothing is sent in this pass
         s, cid = o["symbol"], o["cid"]
-        j.append("resume_order", t=sess.now, cid=cid, symbol=s, side=o["side"])
+        fill = broker.find_fill(s, cid, o["reason"] if o["side"] == "SELL" else "signal", int(o["fill_ms"]))
+        o["_found"] = fill
+        if fill is None:
+            continue
+        if o["side"] == "BUY" and sess.book.position(s) is None:
+            sess.apply_entry_fill(fill, _book_time(o, fill, sess))
+        elif o["side"] == "SELL" and sess.book.position(s) is not None:
+            sess.apply_exit_fill(fill, _book_time(o, fill, sess), o["reason"])
+    for s, pos in list(sess.book.positions.items()):
+        prot = state.protects.get(s)
+        entry_ms = int(pos.entry_time.value // 1_000_000)
+        pcid = prot["cid"] if prot else client_id(sess.session_id, s, entry_ms, "p")
+        j.append("protect", t=sess.now, cid=pcid, symbol=s, qty=pos.qty, sl=pos.sl, tp=pos.tp, resumed=True)
+        for f in broker.adopt(s, pos.qty, pos.entry_price, pos.sl, pos.tp, pcid, entry_ms) or []:
+            iv = sess.rules.interval_ms
+            sess.apply_exit_fill(f, (int(f.time) // iv) * iv)
+    for o in unresolved:  # what was never executed
+        s, cid = o["symbol"], o["cid"]
+        if o["_found"] is not None:
+            continue
         if o["side"] == "BUY":
+            age = sess.signal_age_ms(int(o["fill_ms"]))
             if sess.book.position(s) is not None:
+                j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already open")
                 continue
-            fill = sess.broker.open_long(s, float(o["qty"]), float(o["price_hint"]), cid, int(o["fill_ms"]))
+            if age is not None and age > sess.max_age_ms:  # type: ignore[operator]
+                j.append("expired", t=sess.now, cid=cid, symbol=s, why="stale", age_ms=age,
+                         max_age_ms=sess.max_age_ms)
+                continue
+            fill = broker.open_long(s, float(o["qty"]), float(o["price_hint"]), cid, int(o["fill_ms"]))
             if fill is None:
                 j.append("reject", t=sess.now, cid=cid, symbol=s)
                 continue
-            sess._apply_entry_fill(fill, int(o["candle_open"]))
+            sess.apply_entry_fill(fill, _book_time(o, fill, sess))
         else:
             if sess.book.position(s) is None:
+                j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already closed")
                 continue
-            fill = sess.broker.close_long(s, float(o["qty"]), float(o["price_hint"]), cid, o["reason"],
-                                          int(o["fill_ms"]))
+            pos = sess.book.positions[s]
+            fill = broker.close_long(s, pos.qty, float(o["price_hint"]), cid, o["reason"], int(o["fill_ms"]))
             if fill is None:
                 j.append("reject", t=sess.now, cid=cid, symbol=s)
                 continue
-            sess._apply_exit_fill(fill, int(o["candle_open"]), o["reason"] if fill.reason == o["reason"] else None)
-    restore = getattr(sess.broker, "restore", None)
-    for s, pos in sess.book.positions.items():
-        prot = state.protects.get(s)
-        pcid = prot["cid"] if prot else client_id(sess.session_id, s, int(pos.entry_time.value // 1_000_000), "p")
-        if restore is not None:  # paper: the broker's memory died with the process
-            restore(s, pos.qty, pos.entry_price, int(pos.entry_time.value // 1_000_000), pos.sl, pos.tp)
-        else:
-            j.append("protect", t=sess.now, cid=pcid, symbol=s, qty=pos.qty, sl=pos.sl, tp=pos.tp, resumed=True)
-            sess.broker.protect(s, pos.qty, pos.sl, pos.tp, pcid)
-    exch = {s: float(q) for s, q in (sess.broker.positions() or {}).items() if abs(float(q)) > 0}
-    book = {s: p.qty for s, p in sess.book.positions.items()}
-    info = {"exchange_positions": exch, "book_positions": book, "match": set(exch) == set(book)}
-    j.append("reconcile", t=sess.now, **info)
+            sess.apply_exit_fill(fill, _book_time(o, fill, sess),
+                                 fill.reason if fill.reason in ("stop_loss", "take_profit") else o["reason"])
+    exch = broker.exposure() or {}
+    for s in sess.rules.symbols:  # SL/TP left behind by a close that was in flight
+        if sess.book.position(s) is None and exch.get(s, {}).get("open_orders") and not exch[s].get("qty"):
+            j.append("cancel_stale", t=sess.now, symbol=s, open_orders=exch[s]["open_orders"])
+            broker.cancel_orders(s)
+            exch.pop(s, None)
+    return compare(sess, exch)
+
+
+def compare(sess: Session, exch: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Compare the book's positions with ``exch`` (:meth:`Broker.exposure`): quantities to half
+    a lot step, entry prices to 0.1 %. Journals ``reconcile``; raises :class:`ReconcileError`
+    on a difference."""
+    book = {s: p for s, p in sess.book.positions.items()}
+    mismatches: list[str] = []
+    for s in sorted(set(book) | {s for s, e in exch.items() if e.get("qty")}):
+        bq = book[s].qty if s in book else 0.0
+        eq = float(exch.get(s, {}).get("qty") or 0.0)
+        half_step = float(sess.rules.spec(s).step) / 2 if s in sess.rules.symbols else 1e-12
+        if abs(bq - eq) > half_step:
+            mismatches.append(f"{s}: the exchange holds {eq:g}, the journal says {bq:g}")
+            continue
+        ep = float(exch.get(s, {}).get("entry_price") or 0.0)
+        if s in book and ep > 0 and abs(ep - book[s].entry_price) > 0.001 * book[s].entry_price:
+            mismatches.append(f"{s}: entry price on the exchange {ep:g}, in the journal {book[s].entry_price:g}")
+    info = {"exchange_positions": {s: float(e.get("qty") or 0) for s, e in exch.items() if e.get("qty")},
+            "book_positions": {s: p.qty for s, p in book.items()}, "match": not mismatches,
+            "mismatches": mismatches}
+    sess.journal.append("reconcile", t=sess.now, **info)
+    if mismatches:
+        raise ReconcileError("the exchange does not hold what the journal says: " + "; ".join(mismatches)
+                             + ". The session stops and flattens the session's symbols.")
     return info

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pocklib.resume import ResumeState, _reconcile, rebuild_book, resume_state
+from pocklib.resume import ResumeState, rebuild_book, reconcile, resume_state
 from pocklib.rules import Rules
 from pocklib.session import Session, SessionResult, ts
 
@@ -27,7 +27,7 @@ PARAMS: dict[str, Any] = {
     "capital": 500.0, "position_usd": 150.0, "stop_loss_pct": 0.01, "take_profit_pct": 0.015,
     "fee_rate": 0.0005, "fill": "close", "out_dir": "out/live", "venue": "testnet", "hours": 4.0,
     "speed": 480.0, "target_usd": 6.0, "max_loss_usd": 15.0, "session_id": "",
-    "i_understand_real_money": False,
+    "i_understand_real_money": False, "on_existing": "refuse",
 }
 VENUES = ("testnet", "demo", "live", "sim")
 _SID_RE = r"[A-Za-z0-9._-]{1,64}"
@@ -48,6 +48,7 @@ class Plan:
     out_dir: str
     session_id: str
     data: Any
+    on_existing: str = "refuse"  # see ON_EXISTING
     venue_obj: Any = None  # pocklib.venues.Venue for testnet/demo/live with keys (binance broker)
     frames: dict[str, pd.DataFrame] | None = None  # venue "sim" started here: its candles
     attach: dict[str, str] | None = None  # venue "sim" attached through SIM_ENV
@@ -121,9 +122,13 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
         raise ValueError(f"session_id: '' (automatic) or 1-64 chars of [A-Za-z0-9._-]; got {sid!r}")
     if not isinstance(p["out_dir"], str) or not p["out_dir"]:
         raise ValueError(f"out_dir: a folder path; got {p['out_dir']!r}")
+    if p["on_existing"] not in ON_EXISTING:
+        raise ValueError(f"on_existing: one of {list(ON_EXISTING)} (what a new session does with positions or "
+                         f"orders already open on its symbols); got {p['on_existing']!r}")
     if not isinstance(p["i_understand_real_money"], bool):
         raise ValueError(f"i_understand_real_money: True or False; got {p['i_understand_real_money']!r}")
-    out = Plan(rules, p["venue"], broker, float(p["hours"]), float(p["speed"]), p["out_dir"], sid, p["data"])
+    out = Plan(rules, p["venue"], broker, float(p["hours"]), float(p["speed"]), p["out_dir"], sid, p["data"],
+               on_existing=p["on_existing"])
     if p["venue"] == "sim":
         if env.get(SIM_ENV[0]):
             missing = [k for k in SIM_ENV if not env.get(k)]
@@ -134,9 +139,9 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
             from pocklib import history
 
             try:
-                out.frames = {s: history.load(p["data"], s, rules.interval) for s in rules.symbols}
+                out.frames = history.load_frames(p["data"], rules.symbols, rules.interval)
             except ValueError as e:
-                raise ValueError(f"data: {e}") from None
+                raise ValueError(str(e) if str(e).startswith("data: ") else f"data: {e}") from None
             need = rules.slow + 12 + int(np.ceil(rules.session_ms / rules.interval_ms)) + 3
             short = {s: len(f) for s, f in out.frames.items() if len(f) < need}
             if short:
@@ -201,25 +206,127 @@ def _archive(out: Any, sid: str) -> None:
             shutil.move(str(out / name), str(dest / name))
 
 
+class SessionRefused(RuntimeError):
+    """The session would not start (a journal that does not fit, or positions/orders already
+    open on the exchange). Nothing was sent; the message says what differs, what is open on the
+    exchange, and how to proceed."""
+
+
+#: What a new session does with positions or orders already open on its symbols.
+ON_EXISTING = ("refuse", "flatten", "adopt")
+
+
+def max_signal_age_ms(rules: Rules, venue: str, speed: float) -> int:
+    """Staleness bound (exchange ms): an entry whose signal is older is not traded. 60 s of
+    exchange time; on the simulator at least half a wall second of simulated time (at 2400x a
+    125 ms hiccup of the test machine is already 5 exchange minutes)."""
+    bound = min(60_000, rules.interval_ms)
+    if venue == "sim" and speed > 0:
+        bound = max(bound, int(speed * 500))
+    return bound
+
+
+def _rule_diffs(journal_rules: dict[str, Any], rules: Rules) -> list[str]:
+    now = rules.to_dict()
+    out = []
+    for k in sorted(set(journal_rules) | set(now)):
+        a, b = journal_rules.get(k), now.get(k)
+        if isinstance(a, list):
+            a = list(a)
+        if isinstance(b, tuple):
+            b = list(b)
+        if a != b:
+            out.append(f"{k}: journal {a!r}, now {b!r}")
+    return out
+
+
+def _journal_verdict(jpath: Any, p: Plan) -> tuple[ResumeState | None, str | None]:
+    """(the session to resume, or None for a new one; a refusal, or None). A previous session's
+    finished journal is archived; one that does not fit these parameters is refused."""
+    from pocklib import journal as jmod
+
+    how = (f"Nothing was sent. To resume that session rerun with its parameters; to start a new one use "
+           f"another out_dir (the positions named below are then refused, flattened or adopted as "
+           f"on_existing says).")
+    try:
+        records = jmod.read(jpath)
+    except (OSError, ValueError) as e:  # JournalError is a ValueError and names file and line
+        return None, f"the journal cannot be read: {e}. {how}"
+    fb = jmod.fallback_path_for(jpath)
+    if fb.exists() and fb.stat().st_size > 0:
+        return None, (f"a previous run could not write its journal to {jpath} and wrote the rest to {fb}. "
+                      f"Once the disk is fixed, append it (`cat {fb} >> {jpath}`) and delete it, or move it "
+                      f"away to give up that record. Nothing was sent.")
+    state = resume_state(records)
+    if state is None:
+        if records:
+            return None, (f"journal {jpath} has {len(records)} records but no session_start record: it is damaged "
+                          f"or is not a pocklib session journal. {how}")
+        return None, None
+    if (p.session_id and state.session_id != p.session_id) or (state.finished and not p.session_id):
+        if not state.finished:
+            return None, (f"out_dir {p.out_dir} holds the journal of session {state.session_id!r}, which did not "
+                          f"finish, and this run asks for session {p.session_id!r}. {how} (rerun with "
+                          f"session_id='{state.session_id}' or '' to resume it)")
+        _archive(jpath.parent, state.session_id)
+        return None, None
+    diffs = _rule_diffs(state.rules, p.rules)
+    if state.venue and state.venue != p.venue:
+        diffs.append(f"venue: journal {state.venue!r}, now {p.venue!r}")
+    if diffs and not state.finished:
+        return None, (f"the journal's session {state.session_id!r} ran with other parameters: "
+                      + "; ".join(diffs) + f". {how}")
+    return state, None
+
+
+def describe_open(exposure: dict[str, dict[str, Any]] | None) -> str:
+    """What is open on the exchange, in words a person reads first."""
+    if exposure is None:
+        return "UNKNOWN: the exchange could not be asked; check the account on the exchange."
+    if not exposure:
+        return "nothing is open on the exchange for these symbols."
+    parts = []
+    for s, e in sorted(exposure.items()):
+        q = float(e.get("qty") or 0)
+        side = "long" if q > 0 else "short" if q < 0 else "no position"
+        prot = []
+        for k, name in (("stop_loss", "stop loss"), ("take_profit", "take profit")):
+            prot.append(f"{name} {e[k]:g}" if e.get(k) is not None else f"NO {name}")
+        what = f"{s} {side} {abs(q):g}" + (f" (entry {e['entry_price']:g})" if q and e.get("entry_price") else "")
+        parts.append(f"{what}, {', '.join(prot)}, {e.get('open_orders', 0)} open order(s)")
+    return "open on the exchange: " + "; ".join(parts) + "."
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"pocklib: {msg}", file=sys.stderr, flush=True)
+
+
 async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: Any = None,
-                      env: dict[str, str] | None = None, tick_s: float = 0.5, **params: Any) -> SessionResult:
+                      env: dict[str, str] | None = None, tick_s: float = 0.5,
+                      broker_options: dict[str, Any] | None = None, **params: Any) -> SessionResult:
     """Run one live session (or dry run with ``broker="paper"``) and write its report.
 
     ``params``: see :data:`PARAMS` (validated first by :func:`plan`, before any connection).
     venue "sim" starts :class:`pocklib.sim.Simulator` in-process on ``data`` at ``speed``
     (or attaches to a running one: :data:`SIM_ENV`, or ``sim=`` a started Simulator).
-    On a journal of the same session in ``out_dir`` the session resumes. The session stops on
-    target, max loss, time, interrupt (SIGINT) or error; it then flattens, verifies the account
-    is flat and writes journal.jsonl, trades.csv, stats.json, report.md (and charts.html) to
-    ``out_dir``. ``dashboard``: an object with ``update(session)`` / ``finish(session)``
-    (:class:`pocklib.dashboard.Dashboard`). An unrecoverable error is re-raised after the
-    flatten and the report. Await it (``await run_session(...)`` in a notebook cell).
+
+    Phases: connect (exchange filters, settings); check the journal in ``out_dir`` and what is
+    open on the exchange (:class:`SessionRefused` before any order when they do not fit);
+    start or resume (:func:`pocklib.resume.reconcile`); warm up; the loop. The session stops on
+    target, max loss, time, interrupt (SIGINT) or error; it then flattens (even when the
+    journal or the disk fails), asks the exchange what is still open, and writes journal.jsonl,
+    trades.csv, stats.json, report.md (and charts.html) to ``out_dir`` or, when that cannot be
+    written, to the journal's fallback folder (named on stderr). An error is re-raised after
+    the flatten and the report. ``dashboard``: an object with ``update(session)`` /
+    ``finish(session)``. ``broker_options``: keyword arguments for the Binance broker (tests).
+    Await it (``await run_session(...)`` in a notebook cell).
     """
     import asyncio
     from pathlib import Path
 
     from pocklib import journal as jmod
-    from pocklib import report
     from pocklib.errors import redact
     from pocklib.stream import candles, fetch_closed, rest_backfill
     from pocklib.venues import sim_venue
@@ -229,21 +336,17 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "journal.jsonl"
-    state = resume_state(jmod.read(jpath))
-    if state is not None and ((p.session_id and state.session_id != p.session_id)
-                              or (state.finished and not p.session_id)):
-        _archive(out, state.session_id)
-        state = None
-    started_sim = None
-    secrets: list[str] = []
+    state, refusal = _journal_verdict(jpath, p)
     if state is not None and state.finished:  # same session, already over: report only
         return _finished_result(state, rules, out)
+    started_sim = None
 
     # venue, broker (connections start here)
     if p.venue == "sim":
         if sim is None and p.attach is None:
             from pocklib.sim import Simulator
 
+            assert p.frames is not None
             first = next(iter(p.frames.values()))
             sc = int(np.ceil(rules.session_ms / rules.interval_ms))
             row = max(rules.slow + 12, min(200, len(first) - sc - 3))
@@ -253,20 +356,19 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
         if sim is not None:
             v = sim_venue(sim)
         else:
-            a = p.attach
+            a = p.attach or {}
             v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),
                           api_key=a["POCKLIB_SIM_API_KEY"], api_secret=a["POCKLIB_SIM_API_SECRET"], speed=p.speed)
     elif p.broker == "binance":
         v = p.venue_obj
     else:
         v = _market_venue(p.venue)
-    secrets = [x for x in (v.keys.api_key, v.keys.api_secret) if x]
     md_client = v.make_client()  # market data for the stream's backfill (worker thread)
     wu_client = v.make_client()  # warm-up and paper clock (loop thread)
     if p.broker == "binance":
         from pocklib.brokers.binance import BinanceBroker
 
-        brk: Any = BinanceBroker(v, session_id=p.session_id or "pocklib")
+        brk: Any = BinanceBroker(v, session_id=p.session_id or "pocklib", **(broker_options or {}))
     else:
         from pocklib.brokers.paper import PaperBroker
 
@@ -275,26 +377,45 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     sess: Session | None = None
     error: BaseException | None = None
     stream_stats: dict[str, Any] = {}
+    result: SessionResult | None = None
     try:
         specs = await asyncio.to_thread(brk.start, rules)
         rules = rules.with_(specs={**rules.specs, **specs})
+        exposure = await asyncio.to_thread(brk.exposure)
+        if refusal is not None:
+            raise SessionRefused(f"{refusal} {describe_open(exposure)}")
+        mine = {s: e for s, e in exposure.items() if s in rules.symbols}
+        on_existing = p.on_existing
+        if state is None and mine and on_existing == "refuse":
+            raise SessionRefused(f"a new session would start with {describe_open(mine)} Nothing was sent. Close "
+                                 "them yourself, or rerun with on_existing='flatten' (pocklib closes them and "
+                                 "cancels the orders first) or on_existing='adopt' (a long becomes the session's "
+                                 "position, protected by its SL/TP).")
+        if state is None and on_existing == "adopt":
+            short = [s for s, e in mine.items() if float(e.get("qty") or 0) < 0]
+            if short:
+                raise SessionRefused(f"on_existing='adopt' takes longs only; {describe_open(mine)} Nothing was "
+                                     "sent. Close the short(s) or use on_existing='flatten'.")
         now = int(await asyncio.to_thread(brk.server_time))
         sid = p.session_id or (state.session_id if state else f"{p.venue}-{ts(now):%Y%m%dT%H%M%S}")
         if hasattr(brk, "session_id"):
             brk.session_id = sid
-        jr = jmod.Journal(jpath, secrets=secrets)
+        jr = jmod.Journal(jpath)
+        start_ms, end_ms = (now, now + rules.session_ms) if state is None else (state.start_ms, state.end_ms)
+        # the session exists (and knows the journal's positions) before the first write, so a
+        # journal that cannot be written still ends in a flatten
+        sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms,
+                       clock=brk.server_time, max_age_ms=max_signal_age_ms(rules, p.venue, p.speed))
+        sess.now = max(now, start_ms)
         if state is None:
-            start_ms, end_ms = now, now + rules.session_ms
             jr.append("session_start", t=now, session_id=sid, venue=p.venue, broker=brk.name, start_ms=start_ms,
                       end_ms=end_ms, rules=rules.to_dict(), specs={s: vars(sp) for s, sp in specs.items()})
         else:
-            start_ms, end_ms = state.start_ms, state.end_ms
+            rebuild_book(sess, state)
             jr.append("resume", t=now, session_id=sid, resumes=state.resumes + 1, done=state.done_candle,
                       unresolved=[o["cid"] for o in state.unresolved])
-        sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms)
-        sess.now = max(now, start_ms)
-        if state is not None:
-            rebuild_book(sess, state)
+        if state is None and mine:
+            await asyncio.to_thread(_existing, sess, mine, on_existing)
         # warm-up: enough closed history that the first live candle can already signal
         for s in rules.symbols:
             done = state.done_candle.get(s) if state is not None else None
@@ -305,7 +426,7 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
             for c in hist:
                 sess.warm(s, c.open_time, c.close)
         if state is not None:
-            await asyncio.to_thread(_reconcile, sess, state, brk)
+            await asyncio.to_thread(reconcile, sess, state, brk)
             if state.stop is not None:
                 sess.stop(state.stop["reason"])
         if dashboard is not None:
@@ -320,28 +441,12 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     except BaseException as e:  # noqa: BLE001 - every way out must flatten
         error = e
         if jr is not None:
-            jr.append("error", t=sess.now if sess else 0, error=type(e).__name__, message=redact(str(e))[:500])
+            jr.append_best_effort("error", t=sess.now if sess else 0, error=type(e).__name__,
+                                  message=redact(str(e))[:500])
     finally:
-        result = None
         if sess is not None:
-            if not sess.stopped:
-                reason = "interrupted" if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) else "error"
-                try:
-                    sess.stop(reason)
-                except Exception as e2:  # flatten failed: say so loudly in the report
-                    jr.append("error", t=sess.now, error=type(e2).__name__, message=redact(str(e2))[:500],
-                              during="flatten")
-                    error = error or e2
-            result = sess.result()
-            result.stats["stream"] = stream_stats
-            result.stats["venue"] = p.venue
-            result.stats["broker"] = brk.name
-            if error is not None:
-                result.stats["error"] = f"{type(error).__name__}: {redact(str(error))[:300]}"
-            jr.append("end", t=sess.now, stats=_jsonable(result.stats))
-            report.write(out, result, rules, title=f"Session {sess.session_id} ({p.venue}, {brk.name} broker)")
-            if dashboard is not None:
-                dashboard.finish(sess)
+            result = await asyncio.to_thread(_finish, sess, error, p, brk, stream_stats, jr, out, dashboard)
+            error = error or result.stats.pop("_io_error", None)
         if jr is not None:
             jr.close()
         if started_sim is not None:
@@ -349,6 +454,80 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     if error is not None and not isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         raise error
     return result  # type: ignore[return-value]
+
+
+def _existing(sess: Session, mine: dict[str, dict[str, Any]], how: str) -> None:
+    """A new session meets positions or orders on its symbols: flatten them or adopt the longs."""
+    sess.journal.append("existing", t=sess.now, action=how, open=mine)
+    if how == "flatten":
+        for s in mine:
+            sess.broker.cancel_orders(s)
+        sess.broker.flatten(sess.now)
+        left = sess.broker.exposure()
+        if any(s in left for s in mine):
+            raise SessionRefused(f"on_existing='flatten' could not flatten: {describe_open(left)}")
+        return
+    iv = sess.rules.interval_ms
+    for s, e in mine.items():
+        sess.broker.cancel_orders(s)  # not ours: the adopted long gets the session's own SL/TP
+        qty = float(e.get("qty") or 0)
+        if qty <= 0:
+            continue
+        from pocklib.brokers.base import Fill
+
+        candle = (sess.now // iv) * iv
+        fill = Fill(symbol=s, side="BUY", qty=qty, price=float(e["entry_price"]), fee=0.0, time=sess.now,
+                    reason="adopted", client_id=f"adopt-{s}-{candle // 1000}")
+        sess.apply_entry_fill(fill, candle)
+
+
+def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, stream_stats: dict[str, Any],
+            jr: Any, out: Any, dashboard: Any) -> SessionResult:
+    """Stop (flatten, check the exchange), then journal the end and write the report; an I/O
+    failure writes the report to the journal's fallback folder and is returned in
+    ``stats["_io_error"]`` so the run ends non-zero. Never skips the flatten."""
+    import asyncio
+
+    from pocklib import report
+    from pocklib.errors import redact
+
+    if not sess.stopped:
+        reason = "interrupted" if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) else "error"
+        sess.stop(reason)
+    result = sess.result()
+    result.stats["stream"] = stream_stats
+    result.stats["venue"] = p.venue
+    result.stats["broker"] = brk.name
+    if error is not None:
+        result.stats["error"] = f"{type(error).__name__}: {redact(str(error))[:300]}"
+    io_error: OSError | None = None
+    if jr is not None:
+        if getattr(jr, "write_error", None) is not None:
+            result.stats.update(journal_error=str(jr.write_error), journal_fallback=str(jr.fallback_path),
+                                journal_unwritten=len(jr.unwritten))
+        jr.append_best_effort("end", t=sess.now, stats=_jsonable(result.stats))
+        if getattr(jr, "write_error", None) is not None:
+            io_error = jr.write_error
+    title = f"Session {sess.session_id} ({p.venue}, {brk.name} broker)"
+    try:
+        report.write(out, result, sess.rules, title=title)
+    except OSError as e:
+        io_error = io_error or e
+        from pocklib.journal import fallback_path_for
+
+        alt = fallback_path_for(out / "journal.jsonl").parent
+        try:
+            report.write(alt, result, sess.rules, title=title)
+            _warn(f"the report could not be written to {out} ({e}); it is in {alt}")
+        except OSError as e2:
+            _warn(f"the report could not be written to {out} ({e}) nor to {alt} ({e2})")
+    if sess.flat_check != "flat":
+        _warn(f"SESSION ENDED NOT FLAT ({sess.flat_check}): {describe_open(sess.open_at_end)}")
+    if io_error is not None:
+        result.stats["_io_error"] = io_error
+    if dashboard is not None:
+        dashboard.finish(sess)
+    return result
 
 
 async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float,
@@ -427,4 +606,4 @@ def _finished_result(state: ResumeState, rules: Rules, out: Any) -> SessionResul
     return res
 
 
-__all__ = ["PARAMS", "Plan", "plan", "run_session"]
+__all__ = ["ON_EXISTING", "PARAMS", "Plan", "SessionRefused", "describe_open", "plan", "run_session"]

@@ -55,6 +55,8 @@ STOP_REASONS = ("target", "max_loss", "time", "data_end", "interrupted", "error"
 class JournalLike(Protocol):
     def append(self, kind: str, **fields: Any) -> dict[str, Any]: ...
 
+    def append_best_effort(self, kind: str, **fields: Any) -> dict[str, Any]: ...
+
 
 def client_id(session_id: str, symbol: str, candle_open_ms: int, action: str) -> str:
     """Deterministic client order id (<= 36 chars, Binance's ``[.A-Z:/a-z0-9_-]``).
@@ -145,6 +147,8 @@ class Session:
         stops: bool = True,
         on_change: Callable[["Session", Any], None] | None = None,
         record: bool = True,
+        clock: Callable[[], int] | None = None,
+        max_age_ms: int | None = None,
     ) -> None:
         from pocklib.journal import NullJournal
 
@@ -175,6 +179,29 @@ class Session:
         self.fill_rows: list[dict[str, Any]] = []
         self.order_sent_hook: Callable[[str], None] | None = None  # bench: time of each order sent
         self.known_fills: dict[str, Any] = {}  # client id -> fill already in the journal (resume)
+        # staleness: an entry whose signal is older than max_age_ms on ``clock`` is not traded
+        self.clock = clock
+        self.max_age_ms = max_age_ms
+        # failure paths: the flatten runs whatever else fails, and says what it could not do
+        self.stopping = False
+        self.journal_errors: list[str] = []  # journal writes that failed while stopping
+        self.flatten_errors: list[str] = []  # broker errors met while flattening
+        self.open_at_end: dict[str, dict[str, Any]] | None = None  # broker.exposure() after the flatten
+        self.flat_check = "not run"  # "flat" | "NOT FLAT" | "UNKNOWN" | "not run"
+
+    # -- journal ---------------------------------------------------------------------------
+    def _j(self, kind: str, **fields: Any) -> None:
+        """Journal a record before acting on it. While stopping, a journal that cannot be
+        written (full disk, I/O error) must not stop the flatten: the failure is kept and
+        reported, and the flatten goes on. Before that it raises, so nothing is acted on
+        unjournaled."""
+        try:
+            self.journal.append(kind, **fields)
+        except OSError as e:
+            if not self.stopping:
+                raise
+            if len(self.journal_errors) < 20:
+                self.journal_errors.append(f"{kind}: {type(e).__name__}: {e}")
 
     # -- warm-up ---------------------------------------------------------------------------
     def warm(self, symbol: str, open_time: int, close: float) -> None:
@@ -226,12 +253,12 @@ class Session:
     def _on_closed(self, c: Candle, st: _Sym) -> None:
         s = c.symbol
         self.closed_candles += 1
-        self.journal.append("candle", t=self.now, symbol=s, open_time=c.open_time, open=c.open, high=c.high,
+        self._j("candle", t=self.now, symbol=s, open_time=c.open_time, open=c.open, high=c.high,
                             low=c.low, close=c.close, volume=c.volume)
         st.cur_open = int(c.open_time)
         stopped_here = False
         for f in self.broker.on_candle(c) or []:  # (1) SL/TP of a position opened before this candle
-            self._apply_exit_fill(f, c.open_time)
+            self.apply_exit_fill(f, c.open_time)
             stopped_here = True
         if st.pending is not None:  # next_open on a closed-candles feed: after the stop check
             self._fill_pending(c, pre_empted=stopped_here)
@@ -240,7 +267,7 @@ class Session:
         st.price = float(c.close)
         self.book.mark(s, float(c.close))  # (3) mark
         if sig is not None:
-            self.journal.append("signal", t=self.now, symbol=s, open_time=c.open_time, signal=sig,
+            self._j("signal", t=self.now, symbol=s, open_time=c.open_time, signal=sig,
                                 fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma, acted=not stopped_here)
             if not stopped_here:
                 self._act(c, st, sig)
@@ -248,7 +275,7 @@ class Session:
             self.candle_rows[s].append((c.open_time, c.open, c.high, c.low, c.close,
                                         st.xover.fast_ma, st.xover.slow_ma))
             self.equity_rows.append((c.open_time, self.book.equity(), self.book.total_pnl()))
-        self.journal.append("candle_done", t=self.now, symbol=s, open_time=c.open_time, equity=self.book.equity(),
+        self._j("candle_done", t=self.now, symbol=s, open_time=c.open_time, equity=self.book.equity(),
                             total_pnl=self.book.total_pnl(), fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma)
 
     def _act(self, c: Candle, st: _Sym, sig: str) -> None:
@@ -272,7 +299,7 @@ class Session:
         side, sig_open = st.pending  # type: ignore[misc]
         st.pending = None
         if pre_empted:
-            self.journal.append("pending_dropped", t=self.now, symbol=c.symbol, side=side, reason="stop")
+            self._j("pending_dropped", t=self.now, symbol=c.symbol, side=side, reason="stop")
             return
         if side == "SELL" and self.book.position(c.symbol) is not None:
             self._exit(c.symbol, c.open, fill_ms=c.open_time, candle_open=c.open_time, reason="signal", action="c")
@@ -286,33 +313,46 @@ class Session:
         rules = self.rules
         qty = order_qty(price, rules, s)
         if qty <= 0:
-            self.journal.append("skip", t=self.now, symbol=s, open_time=candle_open, why="min_notional",
+            self._j("skip", t=self.now, symbol=s, open_time=candle_open, why="min_notional",
                                 price=price)
             return
         notional = qty * price
         if not self.book.can_open(notional, rules.fee_rate * notional):
-            self.journal.append("skip", t=self.now, symbol=s, open_time=candle_open, why="capital",
+            self._j("skip", t=self.now, symbol=s, open_time=candle_open, why="capital",
                                 notional=notional)
             return
         cid = client_id(self.session_id, s, candle_open, "o")
         if cid in self.known_fills:
             return  # already done before a restart (its fill is in the book)
-        self.journal.append("order", t=self.now, cid=cid, symbol=s, side="BUY", qty=qty, price_hint=price,
+        age = self.signal_age_ms(fill_ms)
+        if age is not None and age > self.max_age_ms:  # type: ignore[operator]
+            self._j("skip", t=self.now, symbol=s, open_time=candle_open, why="stale", age_ms=age,
+                    max_age_ms=self.max_age_ms)
+            return
+        self._j("order", t=self.now, cid=cid, symbol=s, side="BUY", qty=qty, price_hint=price,
                             reason="signal", candle_open=candle_open, fill_ms=fill_ms)
         if self.order_sent_hook is not None:
             self.order_sent_hook(cid)
         fill = self.broker.open_long(s, qty, price, cid, fill_ms)
         if fill is None:
-            self.journal.append("reject", t=self.now, cid=cid, symbol=s)
+            self._j("reject", t=self.now, cid=cid, symbol=s)
             return
-        self._apply_entry_fill(fill, candle_open)
+        self.apply_entry_fill(fill, candle_open)
 
-    def _apply_entry_fill(self, fill: Any, candle_open: int) -> None:
-        self.journal.append("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
+    def signal_age_ms(self, fill_ms: int) -> int | None:
+        """How old (exchange ms) an order meant to fill at ``fill_ms`` is now; None when the
+        session has no clock or no bound (replay). Stale entries are skipped; exits always go
+        out, since holding a position the strategy wants out of is the larger risk."""
+        if self.clock is None or self.max_age_ms is None:
+            return None
+        return int(self.clock()) - int(fill_ms)
+
+    def apply_entry_fill(self, fill: Any, candle_open: int) -> None:
+        self._j("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
         pos = self.book.open(fill.symbol, ts(candle_open), float(fill.price), float(fill.qty), float(fill.fee))
-        self._record_fill(fill, candle_open)
+        self.record_fill(fill, candle_open)
         pcid = client_id(self.session_id, fill.symbol, candle_open, "p")
-        self.journal.append("protect", t=self.now, cid=pcid, symbol=fill.symbol, qty=pos.qty, sl=pos.sl, tp=pos.tp)
+        self._j("protect", t=self.now, cid=pcid, symbol=fill.symbol, qty=pos.qty, sl=pos.sl, tp=pos.tp)
         self.broker.protect(fill.symbol, pos.qty, pos.sl, pos.tp, pcid)
 
     def _exit(self, s: str, price: float, fill_ms: int, candle_open: int, reason: str, action: str) -> bool:
@@ -322,27 +362,28 @@ class Session:
         cid = client_id(self.session_id, s, candle_open, action)
         if cid in self.known_fills:
             return False
-        self.journal.append("order", t=self.now, cid=cid, symbol=s, side="SELL", qty=pos.qty, price_hint=price,
+        self._j("order", t=self.now, cid=cid, symbol=s, side="SELL", qty=pos.qty, price_hint=price,
                             reason=reason, candle_open=candle_open, fill_ms=fill_ms)
-        self.broker.unprotect(s)
+        # close first: the broker cancels the SL/TP only once the close is confirmed, so a close
+        # that fails leaves the position protected, never naked
         if self.order_sent_hook is not None:
             self.order_sent_hook(cid)
         fill = self.broker.close_long(s, pos.qty, price, cid, reason, fill_ms)
         if fill is None:
-            self.journal.append("reject", t=self.now, cid=cid, symbol=s)
+            self._j("reject", t=self.now, cid=cid, symbol=s)
             return False
         # the exchange may answer with a stop that fired first: keep its reason
-        self._apply_exit_fill(fill, candle_open, fill.reason if fill.reason in ("stop_loss", "take_profit") else reason)
+        self.apply_exit_fill(fill, candle_open, fill.reason if fill.reason in ("stop_loss", "take_profit") else reason)
         return True
 
-    def _apply_exit_fill(self, fill: Any, candle_open: int, reason: str | None = None) -> None:
+    def apply_exit_fill(self, fill: Any, candle_open: int, reason: str | None = None) -> None:
         reason = reason or fill.reason
-        self.journal.append("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
+        self._j("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
         if self.book.position(fill.symbol) is not None:
             self.book.close(fill.symbol, ts(candle_open), float(fill.price), float(fill.fee), reason)
-        self._record_fill(fill, candle_open)
+        self.record_fill(fill, candle_open)
 
-    def _record_fill(self, fill: Any, candle_open: int) -> None:
+    def record_fill(self, fill: Any, candle_open: int) -> None:
         if self.record:
             self.fill_rows.append({"symbol": fill.symbol, "side": fill.side, "price": float(fill.price),
                                    "qty": float(fill.qty), "reason": fill.reason, "time": ts(candle_open)})
@@ -360,50 +401,87 @@ class Session:
         return self.stop_reason if self.stopped else None
 
     def stop(self, reason: str) -> None:
-        """Stop the session for ``reason`` and flatten: close all at the last prices, cancel all,
-        verify flat with the broker. Idempotent."""
+        """Stop the session for ``reason`` and flatten: close all at the last prices, then have
+        the broker close what is left and cancel what protected it, then ask the exchange what
+        is still open (:attr:`open_at_end`, :attr:`flat_check`). Idempotent, and it never
+        raises on a broker or journal failure: those are kept in :attr:`flatten_errors` /
+        :attr:`journal_errors` for the report, and the exchange check still runs."""
         if self.stopped:
             return
         if reason not in STOP_REASONS:
             raise ValueError(f"reason: one of {STOP_REASONS}; got {reason!r}")
-        self.journal.append("stop", t=self.now, reason=reason, total_pnl=self.book.total_pnl())
+        self.stopping = True
+        self._j("stop", t=self.now, reason=reason, total_pnl=self.book.total_pnl())
         self.stop_reason = reason
         self.stop_ms = self.now
         for s, st in self.sym.items():
             if st.pending is not None:
-                self.journal.append("pending_dropped", t=self.now, symbol=s, side=st.pending[0], reason="session stop")
+                self._j("pending_dropped", t=self.now, symbol=s, side=st.pending[0], reason="session stop")
                 st.pending = None
         self.flatten()
         self.stopped = True
 
     def flatten(self, attempts: int = 3) -> None:
         """Close every book position at its last price (reason ``end``), then ``broker.flatten``;
-        repeat until the broker reports no position and no open order (at most ``attempts``)."""
+        repeat while the broker answers but is not flat (at most ``attempts``). Then record what
+        the exchange still holds. Each step runs even when an earlier one failed."""
+        self.stopping = True
         for s in self.rules.symbols:
             st = self.sym[s]
             pos = self.book.position(s)
             if pos is not None:
                 price = st.price if st.price is not None else pos.entry_price
-                self._exit(s, price, fill_ms=self.now, candle_open=st.cur_open, reason="end", action="e")
+                try:
+                    self._exit(s, price, fill_ms=self.now, candle_open=st.cur_open, reason="end", action="e")
+                except Exception as e:  # noqa: BLE001 - the broker's flatten below tries again
+                    self._flatten_error(f"close {s}", e)
         for k in range(attempts):
-            self.journal.append("flatten", t=self.now, attempt=k + 1)
-            for f in self.broker.flatten(self.now) or []:
-                self._apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now,
-                                      f.reason if f.reason in ("stop_loss", "take_profit") else "end")
-            positions = {s: q for s, q in (self.broker.positions() or {}).items() if abs(float(q)) > 0}
-            orders = int(self.broker.open_order_count())
-            self.open_positions_at_end, self.open_orders_at_end = len(positions), orders
-            self.journal.append("flat", t=self.now, positions=positions, open_orders=orders,
-                                flat=not positions and orders == 0)
-            if not positions and orders == 0:
+            self._j("flatten", t=self.now, attempt=k + 1)
+            failed = False
+            try:
+                for f in self.broker.flatten(self.now) or []:
+                    self.apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now,
+                                         f.reason if f.reason in ("stop_loss", "take_profit") else "end")
+            except Exception as e:  # noqa: BLE001 - it already kept trying; say what is left
+                self._flatten_error("flatten", e)
+                failed = True
+            if self.check_flat() or failed or self.flat_check == "UNKNOWN":
                 break
+
+    def _flatten_error(self, what: str, e: BaseException) -> None:
+        from pocklib.errors import redact
+
+        msg = f"{what}: {type(e).__name__}: {redact(str(e))[:400]}"
+        self.flatten_errors.append(msg)
+        self._j("error", t=self.now, error=type(e).__name__, message=msg, during="flatten")
+
+    def check_flat(self) -> bool:
+        """Ask the broker what is still open (positions with their SL/TP, open orders); sets
+        :attr:`open_at_end`, :attr:`flat_check` and the counts. True when flat."""
+        try:
+            exp = self.broker.exposure()
+        except Exception as e:  # noqa: BLE001 - the report must say "unknown", not crash
+            self._flatten_error("exchange check", e)
+            self.open_at_end, self.flat_check = None, "UNKNOWN"
+            self.open_positions_at_end = self.open_orders_at_end = None
+            return False
+        positions = {s: e["qty"] for s, e in exp.items() if abs(float(e["qty"])) > 0}
+        orders = sum(int(e["open_orders"]) for e in exp.values())
+        self.open_at_end = {s: e for s, e in exp.items() if abs(float(e["qty"])) > 0 or e["open_orders"]}
+        self.open_positions_at_end, self.open_orders_at_end = len(positions), orders
+        flat = not positions and orders == 0
+        self.flat_check = "flat" if flat else "NOT FLAT"
+        self._j("flat", t=self.now, positions=positions, open_orders=orders, flat=flat, open=self.open_at_end)
+        return flat
 
     # -- results ---------------------------------------------------------------------------
     def result(self) -> SessionResult:
         b = self.book
         st = b.stats()
         st.update(stop_reason=self.stop_reason, open_positions_at_end=self.open_positions_at_end,
-                  open_orders_at_end=self.open_orders_at_end, start_ms=self.start_ms, end_ms=self.end_ms,
+                  open_orders_at_end=self.open_orders_at_end, flat_check=self.flat_check,
+                  open_at_end=self.open_at_end, flatten_errors=list(self.flatten_errors),
+                  journal_errors=list(self.journal_errors), start_ms=self.start_ms, end_ms=self.end_ms,
                   stop_ms=self.stop_ms, initial_capital=self.rules.capital, final_equity=b.equity(),
                   session_id=self.session_id, closed_candles=self.closed_candles)
         eq = pd.DataFrame(self.equity_rows, columns=["time", "equity", "total_pnl"])

@@ -12,7 +12,10 @@
   backfills the missed CLOSED candles through ``backfill`` (REST) before yielding new ones.
   Malformed frames are logged and skipped. ``websockets`` answers the server's pings.
 * :func:`fetch_closed` loads the last N closed candles over REST (warm-up);
-  :func:`rest_backfill` builds the ``backfill`` callable from a python-binance client.
+  :func:`rest_backfill` builds the ``backfill`` callable from a python-binance client. Both
+  retry every REST call under a :class:`pocklib.retry.RetryPolicy` (429/418 with
+  ``Retry-After``, 5xx, timeouts, connection errors) and raise
+  :class:`pocklib.errors.BrokerError` when they give up.
 
 Times are ms since epoch on the exchange clock; prices USD; volume in base asset.
 """
@@ -31,6 +34,8 @@ from typing import Any, AsyncIterator, Callable, Iterable
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from pocklib import retry
+from pocklib.retry import RetryPolicy
 from pocklib.rules import INTERVAL_MS
 from pocklib.venues import STREAM_PATH, stream_url
 
@@ -159,20 +164,28 @@ def candle_from_rest(symbol: str, row: Any) -> Candle:
 
 # REST helpers ------------------------------------------------------------------------------
 
-def fetch_closed(client: Any, symbol: str, interval: str, limit: int, end_ms: int | None = None) -> list[Candle]:
+def fetch_closed(client: Any, symbol: str, interval: str, limit: int, end_ms: int | None = None, *,
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep) -> list[Candle]:
     """The last ``limit`` CLOSED candles of ``symbol`` before ``end_ms`` (ms, exchange time;
-    default: the exchange's time now), oldest first. The forming candle is dropped."""
+    default: the exchange's time now), oldest first. The forming candle is dropped.
+
+    Each REST call (``futures_time``, every ``futures_klines`` page) is retried under ``policy``
+    (default :class:`~pocklib.retry.RetryPolicy`: 429/418 with ``Retry-After`` up to 30 wall s,
+    5xx, timeouts, connection errors); ``sleep(seconds)`` waits between attempts (wall seconds).
+    Giving up raises :class:`~pocklib.errors.BrokerError` naming the symbol and the reason."""
     if interval not in INTERVAL_MS:
         raise ValueError(f"interval: one of {list(INTERVAL_MS)}; got {interval!r}")
     if not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit: a whole number >= 1; got {limit!r}")
+    pol = policy if policy is not None else RetryPolicy()
     if end_ms is None:
-        end_ms = int(client.futures_time()["serverTime"])
+        end_ms = int(retry.call(client.futures_time, policy=pol, what="server time", sleep=sleep)["serverTime"])
     got: dict[int, Candle] = {}
     end = end_ms
     while len(got) < limit:
         ask = min(KLINES_MAX_LIMIT, limit - len(got) + 1)
-        rows = client.futures_klines(symbol=symbol, interval=interval, endTime=end, limit=ask)
+        rows = retry.call(client.futures_klines, policy=pol, what=f"warm-up klines {symbol} {interval}",
+                          sleep=sleep, symbol=symbol, interval=interval, endTime=end, limit=ask)
         if not rows:
             break
         page = [candle_from_rest(symbol, r) for r in rows]
@@ -186,21 +199,32 @@ def fetch_closed(client: Any, symbol: str, interval: str, limit: int, end_ms: in
     return [got[t] for t in sorted(got)][-limit:]
 
 
-def rest_backfill(client: Any, interval: str, now_ms: Callable[[], int] | None = None
+def rest_backfill(client: Any, interval: str, now_ms: Callable[[], int] | None = None, *,
+                  policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep
                   ) -> Callable[[str, int], list[Candle]]:
     """A ``backfill(symbol, from_open_ms)`` for :func:`candles`: every CLOSED candle with
     ``open_time >= from_open_ms`` over REST. ``now_ms``: exchange time source (default: ask the
     exchange, ``GET /fapi/v1/time``). Use a client the broker is not using at the same time
-    (it runs in a worker thread)."""
+    (it runs in a worker thread).
+
+    Each REST call is retried under ``policy`` (default :class:`~pocklib.retry.RetryPolicy`),
+    waiting with ``sleep(seconds)`` (wall seconds; it blocks the worker thread, not the event
+    loop). Giving up raises :class:`~pocklib.errors.BrokerError`; the stream then reconnects
+    and backfills again."""
     iv_ms = INTERVAL_MS[interval]
+    pol = policy if policy is not None else RetryPolicy()
 
     def backfill(symbol: str, from_open_ms: int) -> list[Candle]:
-        end = int(now_ms()) if now_ms else int(client.futures_time()["serverTime"])
+        if now_ms:
+            end = int(now_ms())
+        else:
+            end = int(retry.call(client.futures_time, policy=pol, what="server time", sleep=sleep)["serverTime"])
         out: list[Candle] = []
         start = from_open_ms
         while start <= end:
-            rows = client.futures_klines(symbol=symbol, interval=interval, startTime=start,
-                                         endTime=end, limit=KLINES_MAX_LIMIT)
+            rows = retry.call(client.futures_klines, policy=pol, what=f"backfill klines {symbol} {interval}",
+                              sleep=sleep, symbol=symbol, interval=interval, startTime=start, endTime=end,
+                              limit=KLINES_MAX_LIMIT)
             page = [candle_from_rest(symbol, r) for r in rows]
             out += [c for c in page if c.close_time < end]
             if len(rows) < KLINES_MAX_LIMIT:

@@ -17,7 +17,12 @@ Kline streams use the combined form ``<ws>/market/stream?streams=a/b`` (Binance'
 Real money: ``venue("live")`` is refused unless the caller passes
 ``i_understand_real_money=True`` **and** the environment has ``POCKLIB_ALLOW_LIVE=1``.
 Keys come from the environment only; they are checked before any connection and never appear
-in ``repr``/``str`` of a :class:`Venue` or :class:`Keys`.
+in ``repr``/``str`` of a :class:`Venue` or :class:`Keys`. Keys are kept out of outputs by
+construction (never formatted, logged or journaled); log/message redaction
+(:func:`pocklib.errors.redact`) is a second line of defence that covers only values of at
+least :data:`pocklib.errors.MIN_SECRET_LEN` characters (real Binance keys are 64), because
+masking a short value — the simulator's ``"test-key"``, a one-letter test key — would corrupt
+symbols and client ids. A short key is accepted as it is, and nothing is logged about it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class Keys:
         self._key = api_key
         self._secret = api_secret
         self.source = source  # where they came from, e.g. "env BINANCE_TESTNET_API_KEY/_SECRET"
+        # Registered for log redaction when long enough (>= errors.MIN_SECRET_LEN); a shorter
+        # value is silently not registered: nothing about it is logged or raised.
         register_secret(api_key)
         register_secret(api_secret)
 

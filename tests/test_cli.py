@@ -136,3 +136,31 @@ def test_usage_errors_and_entry_points():
     script = Path(sys.executable).with_name("pocklib")
     r = subprocess.run([str(script), "gaps", "sample"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "gap(s)" in r.stdout
+
+
+def _zip(path: Path, symbol: str) -> pd.DataFrame:
+    src = generate(symbol, days=2)
+    t = src.index.as_unit("ns").asi8 // 1_000_000
+    rows = [",".join([str(ti), *(repr(v) for v in r[:5]), str(ti + 299_999), repr(r[5]), str(r[6]),
+                      repr(r[7]), repr(r[8]), "0"]) for ti, r in zip(t, src.itertuples(index=False))]
+    with zipfile.ZipFile(path, "w") as f:
+        f.writestr(path.with_suffix(".csv").name, "\n".join(rows) + "\n")
+    return src
+
+
+def test_gaps_refuses_one_file_for_two_symbols_and_expands_patterns(tmp_path, capsys):
+    btc = _zip(tmp_path / "BTCUSDT-5m-2025-01.zip", "BTCUSDT")
+    eth = _zip(tmp_path / "ETHUSDT-5m-2025-01.zip", "ETHUSDT")
+    one = str(tmp_path / "BTCUSDT-5m-2025-01.zip")
+    assert main(["gaps", one, "--symbol", "BTCUSDT,ETHUSDT"]) == 2
+    err = capsys.readouterr().err
+    assert "one file" in err and "pass symbols='BTCUSDT'" in err and "{symbol}-5m-2025-01.zip" in err
+    assert main(["gaps", one, "--symbol", "ETHUSDT"]) == 2
+    assert "holds BTCUSDT candles" in capsys.readouterr().err
+    assert main(["gaps", str(tmp_path / "ETHUSDT-5m-2025-01.zip")]) == 0  # symbol from the name
+    assert f"{len(eth)} candles" in capsys.readouterr().out
+    assert main(["gaps", str(tmp_path / "{symbol}-5m-2025-01.zip"), "--symbols", "BTCUSDT,ETHUSDT"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    heads = [line for line in out if "gap(s)" in line]
+    assert heads[0].startswith(f"BTCUSDT {one}: {len(btc)} candles")
+    assert heads[1].startswith("ETHUSDT ") and "ETHUSDT-5m-2025-01.zip" in heads[1]

@@ -497,3 +497,129 @@ def test_span_arithmetic(spans, a, b):
         assert inside(x, covered) == any(s <= x < e for s, e in spans)
         want = a <= x < b and not inside(x, covered)
         assert inside(x, todo) == want
+
+
+# ---------------------------------------------------------------------------------- one file, one symbol
+
+
+def test_load_frames_refuses_a_btc_archive_for_two_symbols(tmp_path):
+    z = write_zip(tmp_path / "BTCUSDT-5m-2024-01.zip", archive_csv(contiguous(50), header=True))
+    with pytest.raises(ValueError, match="one file and holds BTCUSDT's candles") as e:
+        history.load_frames(str(z), ["BTCUSDT", "ETHUSDT"])
+    msg = str(e.value)
+    assert "BTCUSDT, ETHUSDT" in msg and "pass symbols='BTCUSDT'" in msg
+    assert str(tmp_path / "{symbol}-5m-2024-01.zip") in msg  # the pattern that fixes it
+    with pytest.raises(ValueError, match="one file"):
+        history.load_frames(z, "BTCUSDT,ETHUSDT")  # a Path and a comma-separated string too
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT-5m-2024-01.zip", "BTCUSDT-5m-2024-01-15.csv", "BTCUSDT-5m.parquet"])
+def test_a_file_named_for_btc_is_refused_for_eth(tmp_path, name):
+    folder = tmp_path / "data" / "futures"
+    folder.mkdir(parents=True)
+    src = contiguous(50)
+    path = folder / name
+    if name.endswith(".zip"):
+        write_zip(path, archive_csv(src, header=False))
+    elif name.endswith(".csv"):
+        path.write_text(archive_csv(src, header=True))
+    else:
+        src.to_parquet(path)
+    for call in (lambda: history.load_frames(str(path), ["ETHUSDT"]), lambda: load(str(path), "ETHUSDT")):
+        with pytest.raises(ValueError, match="holds BTCUSDT candles .*not ETHUSDT") as e:
+            call()
+        assert "=\'BTCUSDT\'" in str(e.value) and str(folder / name.replace("BTC", "ETH")) in str(e.value)
+    got = history.load_frames(str(path), "btcusdt")  # its own symbol is fine
+    assert list(got) == ["BTCUSDT"] and got["BTCUSDT"].attrs["symbol"] == "BTCUSDT"
+    pd.testing.assert_frame_equal(got["BTCUSDT"], src, check_exact=True, check_freq=False)
+    assert load(str(path)).attrs["symbol"] == "BTCUSDT"  # no symbol given: the one the name says
+
+
+def test_a_plain_csv_is_one_symbol(tmp_path):
+    src = contiguous(40)
+    p = tmp_path / "some_file.csv"
+    p.write_text(archive_csv(src, header=False))
+    with pytest.raises(ValueError, match="'.*some_file.csv' is one file and holds one symbol's candles") as e:
+        history.load_frames(str(p), ("BTCUSDT", "ETHUSDT"))
+    assert "pass symbols='BTCUSDT'" in str(e.value) and str(tmp_path / "{symbol}.csv") in str(e.value)
+    got = history.load_frames(str(p), ["ETHUSDT"], "5m", start="2024-01-01 01:00")
+    assert list(got) == ["ETHUSDT"] and got["ETHUSDT"].attrs["symbol"] == "ETHUSDT"
+    pd.testing.assert_frame_equal(got["ETHUSDT"], src.loc["2024-01-01 01:00":], check_exact=True,
+                                  check_freq=False)
+
+
+@pytest.mark.parametrize("layout", ["archive", "dir"])
+def test_symbol_pattern_loads_one_file_per_symbol(tmp_path, layout):
+    btc, eth = contiguous(60, price=40_000.0), contiguous(50, price=2_000.0)
+    if layout == "archive":
+        write_zip(tmp_path / "BTCUSDT-5m-2024-01.zip", archive_csv(btc, header=True))
+        write_zip(tmp_path / "ETHUSDT-5m-2024-01.zip", archive_csv(eth, header=False))
+        pattern = str(tmp_path / "{symbol}-5m-2024-01.zip")
+    else:
+        (tmp_path / "mydir").mkdir()
+        btc.to_csv(tmp_path / "mydir" / "BTCUSDT.csv")
+        (tmp_path / "mydir" / "ETHUSDT.csv").write_text(archive_csv(eth, header=False))
+        pattern = str(tmp_path / "mydir" / "{symbol}.csv")
+    frames = history.load_frames(pattern, ["BTCUSDT", "ETHUSDT"])
+    assert list(frames) == ["BTCUSDT", "ETHUSDT"]
+    pd.testing.assert_frame_equal(frames["BTCUSDT"], btc, check_exact=True, check_freq=False)
+    pd.testing.assert_frame_equal(frames["ETHUSDT"], eth, check_exact=True, check_freq=False)
+    assert [f.attrs["symbol"] for f in frames.values()] == ["BTCUSDT", "ETHUSDT"]
+    pd.testing.assert_frame_equal(load(pattern, "ETHUSDT"), eth, check_exact=True, check_freq=False)
+
+
+def test_sample_and_market_caches_still_serve_every_symbol(tmp_path):
+    frames = history.load_frames("sample", ["BTCUSDT", "ETHUSDT"], start="2025-01-07", end="2025-01-08")
+    for s, f in frames.items():
+        pd.testing.assert_frame_equal(f, load("sample", s, start="2025-01-07", end="2025-01-08"), check_exact=True)
+        assert f.attrs["symbol"] == s and f.attrs["synthetic"] is True and len(f) > 200
+    assert frames["BTCUSDT"]["close"].iloc[0] > 10 * frames["ETHUSDT"]["close"].iloc[0]
+    for s, price in (("BTCUSDT", 40_000.0), ("ETHUSDT", 2_000.0)):
+        history.write_cache(contiguous(30, price=price), "futures", s, "5m", tmp_path)
+    cached = history.load_frames("futures", "BTCUSDT,ETHUSDT", root=tmp_path)
+    assert cached["ETHUSDT"]["close"].iloc[0] == 2_000.0 and cached["BTCUSDT"]["close"].iloc[0] == 40_000.0
+    same = history.load_frames("futures/{symbol}-5m", "BTCUSDT,ETHUSDT", root=tmp_path)
+    assert all(same[s].equals(cached[s]) for s in cached)
+    with pytest.raises(ValueError, match="futures cache of one symbol .BTCUSDT.*'futures/\\{symbol\\}-5m'"):
+        history.load_frames("futures/BTCUSDT-5m", "BTCUSDT,ETHUSDT", root=tmp_path)
+    with pytest.raises(ValueError, match="futures cache of BTCUSDT, not ETHUSDT"):
+        load("futures/BTCUSDT-5m", "ETHUSDT", root=tmp_path)
+
+
+def test_frames_and_dicts_follow_the_rule():
+    btc, eth = contiguous(20, price=40_000.0), contiguous(20, price=2_000.0)
+    with pytest.raises(ValueError, match="a DataFrame holds one symbol's candles.*dict"):
+        history.load_frames(btc, ["BTCUSDT", "ETHUSDT"])
+    btc.attrs["symbol"] = "BTCUSDT"
+    with pytest.raises(ValueError, match="holds BTCUSDT candles .*not ETHUSDT"):
+        history.load_frames(btc, ["ETHUSDT"])
+    frames = history.load_frames({"ethusdt": eth, "BTCUSDT": btc}, ["BTCUSDT", "ETHUSDT"])
+    assert frames["ETHUSDT"]["close"].iloc[0] == 2_000.0 and frames["ETHUSDT"].attrs["symbol"] == "ETHUSDT"
+    with pytest.raises(ValueError, match="missing ETHUSDT"):
+        history.load_frames({"BTCUSDT": btc}, ["BTCUSDT", "ETHUSDT"])
+    with pytest.raises(ValueError, match="same source"):
+        history.load_frames({"BTCUSDT": eth, "ETHUSDT": eth}, ["BTCUSDT", "ETHUSDT"])
+
+
+def test_refusals_come_before_any_candle_is_read(tmp_path, monkeypatch):
+    write_zip(tmp_path / "BTCUSDT-5m-2024-01.zip", archive_csv(contiguous(50), header=True))
+    reads = []
+    real = history.read_archive
+    monkeypatch.setattr(history, "read_archive", lambda *a, **k: reads.append(a) or real(*a, **k))
+    with pytest.raises(DataError, match="ETHUSDT-5m-2024-01.zip: no such file"):
+        history.load_frames(str(tmp_path / "{symbol}-5m-2024-01.zip"), ["BTCUSDT", "ETHUSDT"])
+    with pytest.raises(ValueError, match="not ETHUSDT"):
+        history.load_frames({"BTCUSDT": "sample", "ETHUSDT": str(tmp_path / "BTCUSDT-5m-2024-01.zip")},
+                            ["BTCUSDT", "ETHUSDT"])
+    with pytest.raises(ValueError, match="interval"):
+        history.load_frames(str(tmp_path / "BTCUSDT-5m-2024-01.zip"), ["BTCUSDT"], "7m")
+    assert reads == []
+
+
+def test_import_refuses_a_symbol_that_contradicts_the_name(tmp_path):
+    z = write_zip(tmp_path / "BTCUSDT-5m-2024-01.zip", archive_csv(contiguous(20), header=True))
+    with pytest.raises(ValueError, match="name says BTCUSDT candles, not ETHUSDT"):
+        history.import_archives([z], symbol="ETHUSDT", root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    history.import_archives([z], symbol="btcusdt", root=tmp_path / "cache")
+    assert history.cache_keys(tmp_path / "cache") == ["futures/BTCUSDT-5m"]

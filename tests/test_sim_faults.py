@@ -66,10 +66,15 @@ def test_timeout_after_execution_then_query_by_client_id():
         # The order was executed although the answer never came in time.
         q = c.futures_get_order(symbol="BTCUSDT", origClientOrderId="lost-answer")
         assert q["status"] == "FILLED"
-        with pytest.raises(BinanceAPIException) as ei:   # a blind retry is refused
-            _order(c, "lost-answer")
-        assert ei.value.code == -4116
         assert len(sim.account()["fills"]) == 1
+        # As on Binance, the id of a FILLED order is free again ("unique among open orders"):
+        # a blind retry is a second order, which is why a client must look up before resending.
+        again = _order(c, "lost-answer")
+        assert again["orderId"] != q["orderId"]
+        assert len(sim.account()["fills"]) == 2
+        assert sim.account()["positions"]["BTCUSDT"]["qty"] == Decimal("0.004")
+        assert c.futures_get_order(symbol="BTCUSDT", origClientOrderId="lost-answer")[
+            "orderId"] == again["orderId"]
 
 
 def test_timeout_without_execution():

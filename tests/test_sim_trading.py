@@ -76,18 +76,20 @@ def test_market_order_query_account_positions(sim):
     assert snap["positions"]["BTCUSDT"]["qty"] == 0 and len(snap["fills"]) == 2
 
 
-def test_duplicate_client_order_id_never_fills_twice(sim):
+def test_duplicate_client_order_id_of_an_open_order_never_fills(sim):
+    # Binance: newClientOrderId is "a unique id among open orders" -- refused only while the
+    # order carrying it is open (a FILLED id may be reused: tests/test_sim_client_ids.py).
     c = client(sim)
-    c.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002",
-                           newClientOrderId="my-id-1")
+    c.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002",
+                           price="80000.0", timeInForce="GTC", newClientOrderId="my-id-1")
     e = _err(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET",
              quantity="0.002", newClientOrderId="my-id-1")
     assert (e.status_code, e.code) == (400, -4116)
     e = _err(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET",
              quantity="0.002", newClientOrderId="x" * 37)
     assert e.code == -4015
-    assert len(sim.account()["fills"]) == 1
-    assert sim.account()["positions"]["BTCUSDT"]["qty"] == Decimal("0.002")
+    assert sim.account()["fills"] == [] and len(sim.account()["orders"]) == 1
+    assert sim.account()["positions"]["BTCUSDT"]["qty"] == 0
 
 
 def test_limit_orders_open_cancel_and_algo_orders_untouched(sim):

@@ -7,8 +7,13 @@ import json
 import socket
 
 import pytest
+import requests
 import websockets
+from binance.exceptions import BinanceAPIException, BinanceRequestException
 
+from pocklib import retry
+from pocklib.errors import BrokerError
+from pocklib.retry import Outcome, RetryPolicy, classify
 from pocklib.sample import generate
 from pocklib.sim import FaultPlan, Simulator
 from pocklib.stream import (Candle, CandleStream, StreamError, candle_from_rest, candles, fetch_closed,
@@ -155,6 +160,200 @@ def test_fetch_closed_returns_only_closed_candles(sim, frames):
     assert t[-1] + IV > now - IV  # the newest closed one, not an older one
     older = fetch_closed(client, "ETHUSDT", "5m", 5, end_ms=t[10])
     assert [c.open_time for c in older] == t[5:10]
+
+
+# REST retries (warm-up and backfill) -------------------------------------------------------
+
+KLINES = "GET /fapi/v1/klines"
+
+
+class _Sleeps(list):
+    """An injected ``sleep``: records the requested waits (wall seconds) instead of sleeping."""
+
+    def __call__(self, s: float) -> None:
+        self.append(s)
+
+
+def _fired(sim) -> int:
+    return sum(1 for kind, d in sim.fault_log if kind == "rest" and d.endswith(KLINES))
+
+
+def _klines_served(sim, status: int) -> int:
+    return sum(1 for m, p, st in sim.requests if (m, p, st) == ("GET", "/fapi/v1/klines", status))
+
+
+def test_fetch_closed_survives_503s(sim, frames):
+    client = sim_venue(sim).make_client()
+    sim.set_faults(FaultPlan(rest_fault="503", rest_fault_next=3, rest_fault_paths=[KLINES]))
+    sleeps = _Sleeps()
+    got = fetch_closed(client, "ETHUSDT", "5m", 40, sleep=sleeps)
+    assert _fired(sim) == 3
+    assert sleeps == [0.25, 0.5, 1.0]  # exponential backoff, no Retry-After on a 503
+    assert len(got) == 40 and all(c.closed for c in got)
+    t = [c.open_time for c in got]
+    assert t == _rows(frames["ETHUSDT"], t[0], t[-1])
+
+
+def test_fetch_closed_survives_429s_and_honours_retry_after(sim, frames):
+    client = sim_venue(sim).make_client()
+    sim.set_faults(FaultPlan(rest_fault="429", rest_fault_next=2, retry_after_s=7, rest_fault_paths=[KLINES]))
+    sleeps = _Sleeps()
+    got = fetch_closed(client, "BTCUSDT", "5m", 40, sleep=sleeps)
+    assert _fired(sim) == 2
+    assert sleeps == [7.0, 7.0]  # the header's value, not the 0.25 s backoff
+    t = [c.open_time for c in got]
+    assert len(got) == 40 and t == _rows(frames["BTCUSDT"], t[0], t[-1])
+
+
+def test_fetch_closed_gives_up_at_once_on_a_long_retry_after(sim):
+    client = sim_venue(sim).make_client()
+    sim.set_faults(FaultPlan(rest_fault="429", rest_fault_next=5, retry_after_s=120, rest_fault_paths=[KLINES]))
+    sleeps = _Sleeps()
+    with pytest.raises(BrokerError) as ei:
+        fetch_closed(client, "BTCUSDT", "5m", 30, sleep=sleeps)
+    e = ei.value
+    assert sleeps == [] and _fired(sim) == 1  # no second request during the ban
+    assert e.code == -1003 and e.status == 429 and e.retryable
+    msg = str(e)
+    assert "BTCUSDT" in msg and "wait 120 s (Retry-After)" in msg and "after 1 attempt" in msg
+    assert not any(x in msg for x in ("://", "/fapi", "?", "signature", "endTime"))  # no URL, no query
+
+
+def test_fetch_closed_gives_up_after_the_policy_attempts(sim):
+    client = sim_venue(sim).make_client()
+    sim.set_faults(FaultPlan(rest_fault="503", rest_fault_next=10, rest_fault_paths=[KLINES]))
+    sleeps = _Sleeps()
+    pol = RetryPolicy(attempts=3, backoff_s=0.1)
+    with pytest.raises(BrokerError, match=r"ETHUSDT.*-1001.*gave up after 3 attempts") as ei:
+        fetch_closed(client, "ETHUSDT", "5m", 30, policy=pol, sleep=sleeps)
+    assert sleeps == [0.1, 0.2] and _fired(sim) == 3
+    assert ei.value.status == 503 and ei.value.retryable
+
+
+def test_fetch_closed_does_not_retry_a_final_error(sim):
+    client = sim_venue(sim).make_client()
+    sleeps = _Sleeps()
+    with pytest.raises(BrokerError) as ei:
+        fetch_closed(client, "NOPEUSDT", "5m", 30, sleep=sleeps)
+    e = ei.value
+    assert e.code == -1121 and e.status == 400 and not e.retryable
+    assert "BAD_SYMBOL" in str(e) and "not retried" in str(e) and "NOPEUSDT" in str(e)
+    assert isinstance(e.__cause__, BinanceAPIException)
+    assert sleeps == [] and _klines_served(sim, 400) == 1
+
+
+def test_backfill_retries_503s_and_429s(sim, frames):
+    client = sim_venue(sim).make_client()
+    now = sim.now_ms()
+    from_ms = now - now % IV - 30 * IV
+    plain = rest_backfill(client, "5m", lambda: now)("BTCUSDT", from_ms)
+    assert [c.open_time for c in plain] == _rows(frames["BTCUSDT"], from_ms, now - IV)
+
+    sleeps = _Sleeps()
+    bf = rest_backfill(client, "5m", lambda: now, sleep=sleeps)
+    sim.set_faults(FaultPlan(rest_fault="503", rest_fault_next=2, rest_fault_paths=[KLINES]))
+    assert bf("BTCUSDT", from_ms) == plain
+    assert sleeps == [0.25, 0.5] and _fired(sim) == 2
+
+    sim.set_faults(FaultPlan(rest_fault="429", rest_fault_next=1, retry_after_s=3, rest_fault_paths=[KLINES]))
+    assert bf("BTCUSDT", from_ms) == plain
+    assert sleeps == [0.25, 0.5, 3.0]
+
+    sim.set_faults(FaultPlan(rest_fault="429", rest_fault_next=1, retry_after_s=45, rest_fault_paths=[KLINES]))
+    with pytest.raises(BrokerError, match=r"backfill klines BTCUSDT.*wait 45 s \(Retry-After\)"):
+        bf("BTCUSDT", from_ms)
+    assert sleeps == [0.25, 0.5, 3.0]
+
+
+def test_stream_backfill_rides_out_503s_without_a_reconnect(sim, frames):
+    v = sim_venue(sim)
+    client = v.make_client()
+    since = {s: t - 6 * IV for s, t in _warm(client, sim).items()}  # 6+ candles to backfill at start
+    sleeps = _Sleeps()
+    sim.set_faults(FaultPlan(rest_fault="503", rest_fault_next=3, rest_fault_paths=[KLINES]))
+    st = candles(v.ws_url, SYMS, "5m", rest_backfill(client, "5m", sleep=sleeps), since=since)
+    got = asyncio.run(_collect(st, 10))
+    _check_exactly_once(got, frames, since)
+    assert _fired(sim) == 3 and sleeps == [0.25, 0.5, 1.0]
+    assert st.stats.backfill_errors == 0 and st.stats.reconnects == 0 and st.stats.backfilled >= 2 * 6
+
+
+# retry policy (pure) -----------------------------------------------------------------------
+
+def _api_error(status: int, code: int, headers: dict | None = None) -> BinanceAPIException:
+    resp = type("Resp", (), {"headers": headers or {}, "text": "", "request": None})()
+    return BinanceAPIException(resp, status, json.dumps({"code": code, "msg": "m"}))
+
+
+def test_policy_delay_backoff_cap_retry_after_and_giving_up():
+    pol = RetryPolicy(attempts=8, backoff_s=0.5, max_backoff_s=4.0, max_retry_after_s=30.0)
+    t = Outcome(transient=True, unknown=True)
+    assert [pol.delay(a, t) for a in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    assert pol.delay(8, t) is None  # attempts used up
+    assert pol.delay(1, Outcome(transient=False)) is None  # final error
+    ra = Outcome(transient=True, retry_after_s=12.0, rate_limited=True)
+    assert pol.delay(1, ra) == 12.0 and pol.delay(5, ra) == 12.0  # honoured, even above max_backoff_s
+    assert pol.delay(1, Outcome(True, retry_after_s=30.0, rate_limited=True)) == 30.0  # the bound itself
+    assert pol.delay(1, Outcome(True, retry_after_s=30.5, rate_limited=True)) is None  # above it: give up
+    assert pol.delay(1, Outcome(True, retry_after_s=0.0, rate_limited=True)) == 0.0
+    assert RetryPolicy().delay(1, t) == 0.25 and RetryPolicy(attempts=1).delay(1, t) is None
+    for bad in ({"attempts": 0}, {"backoff_s": -1.0}, {"max_retry_after_s": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RetryPolicy(**bad)
+
+
+@pytest.mark.parametrize("exc, transient, unknown, rate_limited, ra", [
+    (_api_error(429, -1003, {"Retry-After": "7"}), True, False, True, 7.0),
+    (_api_error(418, -1003, {"Retry-After": "600"}), True, False, True, 600.0),
+    (_api_error(400, -1003), True, False, True, None),
+    (_api_error(429, 0, {"Retry-After": "soon"}), True, False, True, None),
+    (_api_error(503, -1001, {"Retry-After": "9"}), True, True, False, None),  # only rate limits carry it
+    (_api_error(500, 0), True, True, False, None),
+    (_api_error(408, 0), True, True, False, None),
+    (_api_error(400, -1000), True, True, False, None),
+    (_api_error(400, -1007), True, True, False, None),
+    (_api_error(400, -1008), True, True, False, None),
+    (_api_error(400, -1121), False, False, False, None),
+    (_api_error(400, -2019), False, False, False, None),
+    (_api_error(400, -1021), False, False, False, None),
+    (requests.exceptions.ConnectionError("x"), True, True, False, None),
+    (requests.exceptions.ReadTimeout("x"), True, True, False, None),
+    (BinanceRequestException("Invalid Response: <html>"), True, True, False, None),
+    (ValueError("x"), False, False, False, None),
+])
+def test_classify(exc, transient, unknown, rate_limited, ra):
+    o = classify(exc)
+    assert (o.transient, o.unknown, o.rate_limited, o.retry_after_s) == (transient, unknown, rate_limited, ra)
+
+
+def test_call_retries_reports_each_retry_and_hides_urls():
+    calls, seen, sleeps = [], [], _Sleeps()
+    url_err = requests.exceptions.ConnectionError("GET /fapi/v1/order?symbol=X&signature=abcdef0123 failed")
+
+    def fn(**kw):
+        calls.append(kw)
+        if len(calls) <= 2:
+            raise url_err
+        return "ok"
+
+    assert retry.call(fn, policy=RetryPolicy(), what="q", sleep=sleeps,
+                      on_retry=lambda a, e, d: seen.append((a, e, d)), symbol="X") == "ok"
+    assert calls == [{"symbol": "X"}] * 3 and sleeps == [0.25, 0.5]
+    assert seen == [(1, url_err, 0.25), (2, url_err, 0.5)]
+
+    calls.clear()
+    with pytest.raises(BrokerError) as ei:
+        retry.call(fn, policy=RetryPolicy(attempts=2), what="order lookup", sleep=sleeps)
+    msg = str(ei.value)
+    assert msg.startswith("order lookup: network failure (ConnectionError)") and "gave up after 2 attempts" in msg
+    assert "signature" not in msg and "/fapi" not in msg
+    assert ei.value.__cause__ is None and ei.value.__suppress_context__  # the URL is not chained either
+
+    def bug(**kw):
+        raise KeyError("not an exchange error")
+
+    with pytest.raises(KeyError):  # not classified, not retried, not wrapped
+        retry.call(bug, policy=RetryPolicy(), what="q", sleep=sleeps)
 
 
 # streaming ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ keys never shown; the clock; the error map."""
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 
@@ -10,7 +11,8 @@ import pytest
 
 from pocklib import venues as V
 from pocklib.clock import ExchangeClock
-from pocklib.errors import BrokerError, explain, redact, install_log_redaction
+from pocklib import journal
+from pocklib.errors import MIN_SECRET_LEN, BrokerError, explain, install_log_redaction, redact, register_secret
 
 KEY, SECRET = "k" * 64, "s3cr3t" + "x" * 58
 
@@ -143,3 +145,46 @@ def test_error_map_is_plain_and_redacted():
     e = BrokerError("x signature=deadbeef01 y", code=-1022)
     assert "deadbeef01" not in str(e) and e.code == -1022
     assert redact("signature=0a1b") == "signature=<redacted>"
+
+
+@pytest.mark.parametrize("key,secret", [("K", "S"), ("USDT", "SELL"), ("test-key", "test-secret")])
+def test_short_keys_corrupt_nothing(tmp_path, key, secret):
+    # Masking is search-and-replace: a short key would eat symbols, sides and client ids. Short
+    # values are not registered at all; they are kept out of outputs by construction instead.
+    register_secret(key)
+    register_secret(secret)
+    V.sim_venue(rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", api_key=key, api_secret=secret)
+    assert redact("BTCUSDT SELL") == "BTCUSDT SELL"
+    assert redact("order pk0a1b2c3d-ETHUSDT-sg5k3c-e test-key") == "order pk0a1b2c3d-ETHUSDT-sg5k3c-e test-key"
+    assert redact('X-MBX-APIKEY: K') == "X-MBX-APIKEY: <redacted>"  # headers and signatures: always masked
+    assert redact("a&signature=0a1b") == "a&signature=<redacted>"
+    p = tmp_path / "journal.jsonl"
+    rec = {"symbol": "BTCUSDT", "side": "SELL", "cid": "pk0a1b2c3d-ETHUSDT-sg5k3c-o"}
+    with journal.Journal(p, secrets=[key, secret]) as j:
+        j.append("note", **rec)
+    expected = json.dumps({"seq": 0, "kind": "note", **rec}, separators=(",", ":")).encode() + b"\n"
+    assert p.read_bytes() == expected
+    assert journal.read(p) == [{"seq": 0, "kind": "note", **rec}]
+
+
+def test_only_secrets_of_the_minimum_length_are_masked():
+    assert MIN_SECRET_LEN == 16
+    short, long_ = "q7w8e9r0t1y2u3i", "Z" * 15 + "x"  # 15 and 16 characters
+    register_secret(short)
+    register_secret(long_)
+    assert redact(f"a {short} b") == f"a {short} b"
+    assert redact(f"a {long_} b") == "a <redacted> b"
+    assert redact(f"{SECRET} {KEY}").count("<redacted>") == 2
+
+
+@pytest.mark.parametrize("name", ["testnet", "demo", "live"])
+def test_short_env_keys_are_accepted_and_nothing_is_logged_about_them(name, caplog):
+    env = {"BINANCE_TESTNET_API_KEY": "kk", "BINANCE_TESTNET_API_SECRET": "ss",
+           "BINANCE_DEMO_API_KEY": "kk", "BINANCE_DEMO_API_SECRET": "ss",
+           "BINANCE_API_KEY": "kk", "BINANCE_API_SECRET": "ss", "POCKLIB_ALLOW_LIVE": "1"}
+    with caplog.at_level(logging.DEBUG):
+        v = V.venue(name, env=env, i_understand_real_money=True)
+    assert v.keys.api_key == "kk" and v.keys.api_secret == "ss"
+    assert caplog.records == []
+    assert "kk" not in repr(v) and "ss" not in repr(v.keys)
+    assert redact("kk ss BTCUSDT") == "kk ss BTCUSDT"

@@ -7,7 +7,7 @@ the exchange clock. ``reason`` is one of "signal", "stop_loss", "take_profit", "
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pocklib.rules import Rules, SymbolSpec
 from pocklib.stream import Candle
@@ -34,7 +34,10 @@ class Fill:
 
 @runtime_checkable
 class Broker(Protocol):
-    """Sync broker interface; the session calls it once per event (see the contract)."""
+    """Sync broker interface; the session calls it once per event (see the contract).
+
+    Order of operations on an exit: close first, confirm, then cancel what protected the
+    position, so a failed close never leaves it naked."""
 
     name: str
 
@@ -76,7 +79,28 @@ class Broker(Protocol):
         ...
 
     def flatten(self, time: int) -> list[Fill]:
-        """Cancel every order, close every position (reason "end"); return the fills."""
+        """Close every position (reason "end") first, then cancel the orders of what is flat; a
+        position that cannot be closed keeps its SL/TP. Return the fills."""
+        ...
+
+    def cancel_orders(self, symbol: str) -> None:
+        """Cancel every open order (plain and SL/TP) of ``symbol``."""
+        ...
+
+    def exposure(self) -> dict[str, dict[str, Any]]:
+        """What is open: ``{symbol: {"qty", "entry_price", "stop_loss", "take_profit",
+        "open_orders"}}`` (USD prices, base qty; symbols with nothing open left out)."""
+        ...
+
+    def find_fill(self, symbol: str, client_id: str, reason: str, time: int) -> Fill | None:
+        """The fill of an order sent earlier with ``client_id``, looked up, never sent; None
+        when no executed order has that id."""
+        ...
+
+    def adopt(self, symbol: str, qty: float, entry_price: float, sl: float, tp: float, client_id: str,
+              since_ms: int) -> list[Fill]:
+        """Re-attach to a long known from the journal: still open -> make sure its SL/TP exist,
+        return []; closed meanwhile -> the fills that closed it."""
         ...
 
 

@@ -120,7 +120,7 @@ class BinanceBroker:
     def __init__(self, venue: Venue | Any, rules: Rules | None = None, clock: ExchangeClock | None = None, *,
                  session_id: str = "pocklib", working_type: str = "CONTRACT_PRICE", max_attempts: int = 6,
                  backoff_s: float = 0.25, max_backoff_s: float = 30.0, resync_every_s: float = 300.0,
-                 sleep: Callable[[float], None] = _time.sleep) -> None:
+                 flatten_patience_s: float = 900.0, sleep: Callable[[float], None] = _time.sleep) -> None:
         if isinstance(venue, Venue):
             self.venue: Venue | None = venue
             self.client = venue.make_client()
@@ -139,12 +139,17 @@ class BinanceBroker:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.resync_every_s = resync_every_s
+        if not flatten_patience_s >= 0:
+            raise ValueError(f"flatten_patience_s: >= 0 wall seconds; got {flatten_patience_s!r}")
+        self.flatten_patience_s = flatten_patience_s
+        self._persist_until: float | None = None  # monotonic deadline while flattening
         self._sleep = sleep
         self._last_sync = 0.0
         self.specs: dict[str, SymbolSpec] = {}
         self._max_qty: dict[str, Decimal] = {}
         self._prot: dict[str, _Protection] = {}
         self._pending: list[Fill] = []
+        self._stale_legs: list[tuple[str, str]] = []  # (symbol, clientAlgoId) still to cancel
         self.stats = BrokerStats()
         self.last_refusal: str | None = None
         self.last_error: BrokerError | None = None
@@ -213,7 +218,7 @@ class BinanceBroker:
                     ra = float(e.response.headers.get("Retry-After"))
                 except (AttributeError, TypeError, ValueError):
                     pass
-                if ra is not None and ra > self.max_backoff_s:
+                if ra is not None and ra > self.max_backoff_s and not self._persisting(ra):
                     return None  # a long ban: hammering would extend it; fail now, say how long
                 return max(ra if ra is not None else base, 0.0)
             if (e.status_code or 0) >= 500 or e.code in _TRANSIENT_CODES or e.status_code == 408:
@@ -224,6 +229,15 @@ class BinanceBroker:
             self.stats.unknown_outcomes += 1
             return base
         return None
+
+    def _persisting(self, wait_s: float = 0.0) -> bool:
+        """True while a flatten may keep retrying and ``wait_s`` more seconds still fit."""
+        return self._persist_until is not None and _time.monotonic() + wait_s <= self._persist_until
+
+    def _more(self, attempt: int) -> bool:
+        """Whether attempt number ``attempt + 1`` may be made (the flatten keeps trying past
+        ``max_attempts`` until its patience runs out)."""
+        return attempt + 1 < self.max_attempts or self._persisting()
 
     def _error(self, what: str, e: BaseException) -> BrokerError:
         if isinstance(e, BinanceAPIException):
@@ -248,7 +262,8 @@ class BinanceBroker:
         """An idempotent call (read, cancel, settings) with retries on transient failures.
         Codes in ``ok_codes`` return ``None`` instead of raising."""
         last: BaseException | None = None
-        for attempt in range(self.max_attempts):
+        attempt = 0
+        while True:
             try:
                 return self._signed(fn, **params) if signed else fn(**params)
             except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as e:
@@ -258,21 +273,29 @@ class BinanceBroker:
                 if delay is None:
                     raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
                 last = e
-            if attempt + 1 < self.max_attempts:
-                self.stats.retries += 1
-                log.warning("%s: transient failure (%s); retry in %.2f s", what, _short(last), delay)
-                self._sleep(delay)
+            if not self._more(attempt):
+                break
+            attempt += 1
+            self.stats.retries += 1
+            log.warning("%s: transient failure (%s); retry in %.2f s", what, _short(last), delay)
+            self._sleep(delay)
         assert last is not None
-        err = self._error(f"{what} (gave up after {self.max_attempts} attempts)", last)
+        err = self._error(f"{what} (gave up after {attempt + 1} attempts)", last)
         err.retryable = True
         raise err from None
 
-    def _submit(self, what: str, send: Callable[[], Any], lookup: Callable[[], Any]) -> dict:
+    def _submit(self, what: str, send: Callable[[], Any], lookup: Callable[[], Any],
+                maybe_sent: bool = False) -> dict:
         """Send an order at most once in effect: after any unknown outcome, look it up by client
-        id before sending again."""
+        id before sending again. ``maybe_sent``: a previous attempt's outcome is unknown (a
+        resumed session's unanswered order), so look it up before the first send too.
+
+        Binance refuses a client id only while an order with it is OPEN: a filled MARKET order's
+        id can be used again, so a blind resend would trade twice. Hence the lookup first."""
         last: BaseException | None = None
-        for attempt in range(self.max_attempts):
-            if attempt:
+        attempt = 0
+        while True:
+            if attempt or maybe_sent:
                 found = self._lookup(what, lookup)
                 if found is not None:
                     self.stats.found_on_lookup += 1
@@ -291,17 +314,19 @@ class BinanceBroker:
                 if delay is None:
                     raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
                 last = e
-            if attempt + 1 < self.max_attempts:
-                self.stats.retries += 1
-                log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
-                            what, _short(last), delay)
-                self._sleep(delay)
+            if not self._more(attempt):
+                break
+            attempt += 1
+            self.stats.retries += 1
+            log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
+                        what, _short(last), delay)
+            self._sleep(delay)
         assert last is not None
         found = self._lookup(what, lookup)
         if found is not None:
             self.stats.found_on_lookup += 1
             return found
-        err = self._error(f"{what} (gave up after {self.max_attempts} attempts)", last)
+        err = self._error(f"{what} (gave up after {attempt + 1} attempts)", last)
         err.retryable = True
         raise err from None
 
@@ -335,9 +360,6 @@ class BinanceBroker:
         for sym in rules.symbols:
             self._retry(self.client.futures_change_leverage, what=f"set leverage 1 on {sym}", signed=True,
                         ok_codes=NO_CHANGE_CODES, symbol=sym, leverage=1)
-        held = {s: q for s, q in self.positions().items() if q}
-        if held:
-            log.warning("start: the account already holds positions %s; pocklib will manage them as its own", held)
         log.info("start: %s specs %s", self.venue.name if self.venue else "client",
                  {s: (p.step, p.tick, p.min_notional) for s, p in specs.items()})
         return specs
@@ -458,7 +480,7 @@ class BinanceBroker:
         amt = self._position_amt(symbol)
         if amt <= 0:
             fills = self._detect(symbol) if symbol in self._prot else []
-            self.unprotect(symbol)
+            self._unprotect_after_close(symbol)
             if not fills:
                 log.warning("close_long %s: no position on the exchange; nothing to close", symbol)
             return fills[0] if fills else None
@@ -469,12 +491,44 @@ class BinanceBroker:
         except BrokerError as e:
             if e.code == -2022 and symbol in self._prot:  # a stop fired between our check and the send
                 fills = self._detect(symbol)
-                self.unprotect(symbol)
+                self._unprotect_after_close(symbol)
                 return fills[0] if fills else None
             return self._rejected("close_long", e)
         fill = self._fill(order, reason, client_id, time)
-        self.unprotect(symbol)
+        self._unprotect_after_close(symbol)
         return fill
+
+    def _unprotect_after_close(self, symbol: str) -> None:
+        """Cancel the SL/TP of a position that is already closed. A failure here must not lose
+        the close's fill: the legs are kept for a later cancel (they are closePosition orders,
+        so with no position they cannot open one, but left alone they would close the NEXT long
+        of the symbol at the old levels)."""
+        p = self._prot.pop(symbol, None)
+        if p is None:
+            return
+        for cid in p.legs.values():
+            try:
+                self._cancel_leg(symbol, cid)
+            except BrokerError as e:
+                log.error("%s: SL/TP %s could not be cancelled after the close (%s); will retry", symbol, cid, e)
+                self._stale_legs.append((symbol, cid))
+
+    def _cancel_leg(self, symbol: str, cid: str) -> None:
+        self._retry(self.client.futures_cancel_algo_order, what=f"cancel {cid}", signed=True,
+                    ok_codes=frozenset({-2011, -2013}), symbol=symbol, clientAlgoId=cid)
+
+    def _cancel_stale_legs(self, symbol: str | None = None) -> None:
+        """Retry cancelling SL/TP legs left behind by :meth:`_unprotect_after_close`."""
+        keep = []
+        for sym, cid in self._stale_legs:
+            if symbol is not None and sym != symbol:
+                keep.append((sym, cid))
+                continue
+            try:
+                self._cancel_leg(sym, cid)
+            except BrokerError:
+                keep.append((sym, cid))
+        self._stale_legs = keep
 
     # -- protection ------------------------------------------------------------------------
     def protect(self, symbol: str, qty: float, sl: float, tp: float, client_id: str) -> None:
@@ -484,6 +538,7 @@ class BinanceBroker:
         and that fill is returned by the next :meth:`on_candle`."""
         _check_cid(client_id)
         spec = self._spec(symbol)
+        self._cancel_stale_legs(symbol)
         if not (0 < sl < tp):
             raise ValueError(f"protect: need 0 < sl < tp (USD); got sl={sl!r}, tp={tp!r}")
         p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
@@ -501,8 +556,9 @@ class BinanceBroker:
             except BrokerError as e:
                 if e.code == -2021:
                     log.warning("%s would trigger at once: closing the long at market now", what)
-                    self.unprotect(symbol)
+                    # close first: a leg already placed keeps protecting the long if this fails
                     fill = self._close_now(symbol, reason, _derived_id(client_id, "now"))
+                    self._unprotect_after_close(symbol)
                     if fill:
                         self._pending.append(fill)
                     return
@@ -524,8 +580,7 @@ class BinanceBroker:
         if p is None:
             return
         for cid in p.legs.values():
-            self._retry(self.client.futures_cancel_algo_order, what=f"cancel {cid}", signed=True,
-                        ok_codes=frozenset({-2011, -2013}), symbol=symbol, clientAlgoId=cid)
+            self._cancel_leg(symbol, cid)
 
     def on_candle(self, candle: Candle) -> list[Fill]:
         """Fills of SL/TP orders the exchange executed (checked on closed candles of protected
@@ -553,7 +608,7 @@ class BinanceBroker:
                 fills.append(fill)
         if not fills:
             fills = self._outside_close(symbol, p)
-        self.unprotect(symbol)
+        self._unprotect_after_close(symbol)
         for f in fills:
             log.info("exchange closed %s: %s %s @ %s (%s)", symbol, f.side, f.qty, f.price, f.reason)
         return fills
@@ -609,22 +664,100 @@ class BinanceBroker:
         """Open orders on the session's symbols, plain + algo."""
         return sum(len(a) + len(b) for a, b in (self.open_orders(s) for s in self._symbols()))
 
+    # -- resume and account views ----------------------------------------------------------
+    def find_fill(self, symbol: str, client_id: str, reason: str, time: int) -> Fill | None:
+        """The fill of an order sent before (a resumed session's unanswered order), looked up by
+        client id and never sent: None when the exchange has no executed order with that id."""
+        order = self._retry(self.client.futures_get_order, what=f"lookup {client_id}", signed=True,
+                            ok_codes=frozenset({-2013}), symbol=symbol, origClientOrderId=client_id)
+        if not order:
+            return None
+        for _ in range(self.max_attempts):  # a MARKET order fills within moments
+            if order.get("status") not in ("NEW", "PARTIALLY_FILLED"):
+                break
+            self._sleep(min(self.max_backoff_s, self.backoff_s))
+            order = self._retry(self.client.futures_get_order, what=f"status of {client_id}", signed=True,
+                                symbol=symbol, origClientOrderId=client_id)
+        self.stats.found_on_lookup += 1
+        return self._fill(order, reason, client_id, time)
+
+    def adopt(self, symbol: str, qty: float, entry_price: float, sl: float, tp: float, client_id: str,
+              since_ms: int) -> list[Fill]:
+        """Re-attach to a long known from the journal (after a restart). Still open: its SL/TP
+        are found by their client ids (derived from ``client_id``) and placed again if missing;
+        returns []. Closed while away: returns the fills that closed it (the SL/TP's, or the
+        trades since ``since_ms`` for a close outside pocklib)."""
+        spec = self._spec(symbol)
+        p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
+                        sl_cid=_derived_id(client_id, "sl"), tp_cid=_derived_id(client_id, "tp"), since_ms=since_ms)
+        for reason, cid in (("stop_loss", p.sl_cid), ("take_profit", p.tp_cid)):
+            if self._retry(self.client.futures_get_algo_order, what=f"lookup {cid}", signed=True,
+                           ok_codes=frozenset({-2013}), symbol=symbol, clientAlgoId=cid):
+                p.legs[reason] = cid
+        self._prot[symbol] = p
+        if self._position_amt(symbol) <= 0:
+            return self._detect(symbol)
+        self.protect(symbol, qty, sl, tp, client_id)
+        self._prot[symbol].since_ms = since_ms
+        out, self._pending = self._pending, []
+        return out
+
+    def cancel_orders(self, symbol: str) -> None:
+        """Cancel every open order of ``symbol``, plain and algo (a symbol the book holds flat)."""
+        self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all orders {symbol}",
+                    signed=True, symbol=symbol)
+        self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all algo orders {symbol}",
+                    signed=True, symbol=symbol, conditional=True)
+        self._prot.pop(symbol, None)
+        self._stale_legs = [(s, c) for s, c in self._stale_legs if s != symbol]
+
+    def exposure(self) -> dict[str, dict[str, Any]]:
+        """What is open on the exchange for the session's symbols (and any symbol holding a
+        position): ``{symbol: {"qty": base asset (negative = short), "entry_price": USD,
+        "stop_loss": trigger USD or None, "take_profit": trigger USD or None, "open_orders":
+        plain + algo count}}``. Symbols with nothing open are left out."""
+        rows = self._retry(self.client.futures_position_information, what="positions", signed=True) or []
+        pos: dict[str, tuple[float, float]] = {}
+        for r in rows:
+            amt = float(r.get("positionAmt") or 0)
+            if amt:
+                pos[r["symbol"]] = (amt, float(r.get("entryPrice") or 0))
+        out: dict[str, dict[str, Any]] = {}
+        for sym in sorted(set(self._symbols()) | set(pos)):
+            plain, algo = self.open_orders(sym)
+            amt, entry = pos.get(sym, (0.0, 0.0))
+            if not amt and not plain and not algo:
+                continue
+            sl = [float(a["triggerPrice"]) for a in algo if a.get("orderType", a.get("type")) == "STOP_MARKET"]
+            tp = [float(a["triggerPrice"]) for a in algo
+                  if a.get("orderType", a.get("type")) == "TAKE_PROFIT_MARKET"]
+            out[sym] = {"qty": amt, "entry_price": entry, "stop_loss": sl[0] if sl else None,
+                        "take_profit": tp[0] if tp else None, "open_orders": len(plain) + len(algo)}
+        return out
+
     # -- flatten ---------------------------------------------------------------------------
     def flatten(self, time: int) -> list[Fill]:
-        """Cancel every open order (plain and algo) of each symbol, close every position with a
-        reduce-only MARKET order (reason "end"), then verify: all positions 0 and no open
-        orders. Returns stop fills found on the way plus the closing fills."""
+        """Close every position (session symbols and any other holding one) with reduce-only
+        MARKET orders (reason "end") FIRST; then cancel the open orders (plain and algo) of every
+        symbol confirmed flat. A position that cannot be closed keeps its SL/TP (placed again
+        from the session's levels if they are gone): it is never left naked by the flatten.
+
+        Keeps trying, with any Retry-After honoured, for ``flatten_patience_s`` wall seconds,
+        then raises :class:`BrokerError` naming what is still open. Returns stop fills found on
+        the way plus the closing fills."""
+        self._persist_until = _time.monotonic() + self.flatten_patience_s
+        try:
+            return self._flatten(time)
+        finally:
+            self._persist_until = None
+
+    def _flatten(self, time: int) -> list[Fill]:
         fills, self._pending = self._pending, []
         for sym in list(self._prot):
             fills += self._detect(sym)
         syms = set(self._symbols()) | {s for s, q in self.positions().items() if q}
-        for attempt in range(3):
-            for sym in sorted(syms):
-                self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all orders {sym}",
-                            signed=True, symbol=sym)
-                self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all algo orders {sym}",
-                            signed=True, symbol=sym, conditional=True)
-                self._prot.pop(sym, None)
+        rnd = 0
+        while True:
             for sym, amt in sorted(self.positions().items()):
                 if not amt:
                     continue
@@ -632,7 +765,7 @@ class BinanceBroker:
                 spec = self.specs.get(sym)
                 # A symbol outside the session (no spec): the exchange's own amount, as it wrote it.
                 q = spec.format_qty(abs(amt)) if spec else format(Decimal(repr(abs(amt))).normalize(), "f")
-                cid = client_order_id(self.session_id, sym, time, f"end{attempt}")
+                cid = client_order_id(self.session_id, sym, time, f"end{rnd}")
                 try:
                     order = self._market(sym, "SELL" if amt > 0 else "BUY", q, cid, reduce_only=True)
                 except BrokerError as e:
@@ -642,14 +775,35 @@ class BinanceBroker:
                 if f:
                     fills.append(f)
             left = {s: q for s, q in self.positions().items() if q}
-            n_open = sum(len(a) + len(b) for a, b in (self.open_orders(s) for s in sorted(syms)))
+            for sym in sorted(syms - set(left)):  # flat: what protected it can go now
+                self.cancel_orders(sym)
+            for sym, amt in sorted(left.items()):
+                self._keep_protected(sym, amt, time)
+            n_open = sum(len(a) + len(b) for a, b in (self.open_orders(s) for s in sorted(syms - set(left))))
             if not left and n_open == 0:
                 log.info("flatten: flat, no open orders (%d fills)", len(fills))
                 return fills
+            if not self._persisting():
+                break
             log.warning("flatten: not flat yet (positions %s, %d open orders); again", left, n_open)
-            self._sleep(min(self.max_backoff_s, self.backoff_s * (2 ** attempt)))
-        raise BrokerError(f"flatten: still not flat after 3 rounds: positions {left}, {n_open} open orders "
-                          "-- check the account on the exchange", retryable=True)
+            self._sleep(min(self.max_backoff_s, self.backoff_s * (2 ** min(rnd, 16))))
+            rnd += 1
+        raise BrokerError(f"flatten: still not flat after {rnd + 1} rounds: positions {left}, {n_open} open "
+                          "orders on flat symbols -- check the account on the exchange", retryable=True)
+
+    def _keep_protected(self, symbol: str, amt: float, time: int) -> None:
+        """A long the flatten could not close keeps a stop loss and take profit on the exchange."""
+        p = self._prot.get(symbol)
+        if amt <= 0 or p is None:
+            return
+        try:
+            _, algo = self.open_orders(symbol)
+            if any(a.get("clientAlgoId") in p.legs.values() for a in algo):
+                return
+            log.error("flatten: %s long %s could not be closed and had no SL/TP; placing them again", symbol, amt)
+            self.protect(symbol, amt, float(p.sl), float(p.tp), client_order_id(self.session_id, symbol, time, "keep"))
+        except BrokerError as e:
+            log.error("flatten: %s long %s could not be closed NOR protected: %s", symbol, amt, e)
 
 
 def _spec_from_info(row: dict) -> tuple[SymbolSpec, Decimal]:

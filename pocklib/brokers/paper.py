@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from pocklib.book import stop_exit
 from pocklib.brokers.base import Fill
@@ -128,7 +128,28 @@ class PaperBroker:
                                   f"paper-flatten-{s}-{int(time)}"))
         return out
 
+    def cancel_orders(self, symbol: str) -> None:
+        """Forget the SL/TP of ``symbol`` (paper orders live in memory only)."""
+        self.unprotect(symbol)
+
+    def exposure(self) -> dict[str, dict[str, Any]]:
+        """Open positions with their SL/TP levels, in the shape of ``BinanceBroker.exposure``."""
+        return {s: {"qty": p.qty, "entry_price": p.entry_price, "stop_loss": p.sl, "take_profit": p.tp,
+                    "open_orders": 2 if p.sl is not None else 0} for s, p in self._pos.items()}
+
     # -- resume ---------------------------------------------------------------------------
+    def find_fill(self, symbol: str, client_id: str, reason: str, time: int) -> Fill | None:
+        """The answer already given to ``client_id`` (None after a restart: paper fills live in
+        memory only, so a resumed dry run executes an unanswered order again)."""
+        return self._answers.get(client_id)
+
+    def adopt(self, symbol: str, qty: float, entry_price: float, sl: float, tp: float, client_id: str,
+              since_ms: int) -> list[Fill]:
+        """Re-create an open position known from the journal (a resumed dry run)."""
+        if symbol not in self._pos:
+            self.restore(symbol, qty, entry_price, since_ms, sl, tp)
+        return []
+
     def restore(self, symbol: str, qty: float, entry_price: float, fill_time: int, sl: float, tp: float) -> None:
         """Re-create an open position known from the journal (a resumed dry run)."""
         iv = self._rules().interval_ms

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     try:
-        frames = {s: history.load(args.data, s, args.interval) for s in symbols}
+        frames = history.load_frames(args.data, symbols, args.interval)
         start = int(args.start) if args.start and args.start.isdigit() else args.start
         faults = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
         sim = Simulator(frames, interval=args.interval, speed=args.speed, start=start,

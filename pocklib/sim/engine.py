@@ -15,6 +15,13 @@ Conventions (the exchange's, not pocklib's):
   a gap); a marketable LIMIT fills at once at the current price.
 * Margin: initial margin = notional / leverage (default leverage 20). An order that adds
   exposure needs ``notional / leverage + fee`` of available balance (-2019 otherwise).
+* Client ids (``newClientOrderId``, ``clientAlgoId``) are unique among OPEN orders only, as
+  Binance documents them ("A unique id among open orders"): a new order whose id is carried by
+  an open order is refused (-4116 "ClientOrderId is duplicated."), while the id of a filled,
+  cancelled or expired order may be used again, and the new order is accepted (so a client that
+  resends blindly after its first order filled gets a second order). A query or cancel by client
+  id (``origClientOrderId``, ``clientAlgoId``) names the most recent order that carried it (for
+  plain orders: in the requested symbol). Every order is kept, reused id or not.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ CONDITIONAL = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAI
 _CID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 DEFAULT_LEVERAGE = 20
 MAX_ALGO_ORDERS = 10   # per symbol: exchangeInfo MAX_NUM_ALGO_ORDERS
+# Statuses in which an order still holds its client id (a new order may not reuse it).
+OPEN_ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
+OPEN_ALGO_STATUSES = frozenset({"NEW", "TRIGGERING"})
 
 
 class Engine:
@@ -59,8 +69,10 @@ class Engine:
         self.algos: dict[int, AlgoOrder] = {}
         self.fills: list[Fill] = []
         self.rejections: list[tuple[int, str, str]] = []  # (code, msg, endpoint) for tests
-        self._client_ids: dict[str, int] = {}
-        self._algo_client_ids: dict[str, int] = {}
+        # client id -> ids of every order that carried it, oldest first (ids may be reused once
+        # the order carrying them is no longer open; see _check_client_id)
+        self._client_ids: dict[str, list[int]] = {}
+        self._algo_client_ids: dict[str, list[int]] = {}
         self._open_limits: dict[str, list[Order]] = {s: [] for s in filters}
         self._open_algos: dict[str, list[AlgoOrder]] = {s: [] for s in filters}
         self._oid = itertools.count(4_000_000_001)
@@ -143,10 +155,14 @@ class Engine:
         if price > Decimal(f.max_price):
             raise ApiError(400, -4016, "Price greater than max price.")
 
-    def _check_client_id(self, cid: str, table: dict[str, int]) -> None:
+    @staticmethod
+    def _check_client_id(cid: str, table: dict[str, list[int]], records: dict,
+                         open_statuses: frozenset[str]) -> None:
+        """Binance's rule: a client id is "a unique id among open orders". Refused (-4116) only
+        while an order carrying ``cid`` is open; the id of a finished order may be reused."""
         if not _CID_RE.match(cid):
             raise ApiError(400, -4015, "Client order id is not valid.")
-        if cid in table:
+        if any(records[i].status in open_statuses for i in table.get(cid, ())):
             raise ApiError(400, -4116, "ClientOrderId is duplicated.")
 
     def unrealized(self) -> Decimal:
@@ -259,7 +275,7 @@ class Engine:
                   reduce_only, close_position, now, now, stop_price=stop_price,
                   working_type=working_type)
         self.orders[o.order_id] = o
-        self._client_ids[cid] = o.order_id
+        self._client_ids.setdefault(cid, []).append(o.order_id)
         return o
 
     def _fill_resting(self, o: Order, px: Decimal, now: int) -> None:
@@ -322,7 +338,7 @@ class Engine:
         if bool_param(p, "closePosition"):
             raise ApiError(400, -1106, "Parameter 'closePosition' sent when not required.")
         cid = p.get("newClientOrderId") or f"sim-{next(self._oid)}"
-        self._check_client_id(cid, self._client_ids)
+        self._check_client_id(cid, self._client_ids, self.orders, OPEN_ORDER_STATUSES)
         f = self.filters[symbol]
         qty = dec_param(p, "quantity")
         self._check_qty(f, qty, market=typ == "MARKET")
@@ -371,7 +387,8 @@ class Engine:
 
     def find_order(self, p: dict, cancel: bool) -> Order:
         symbol = self._sym(p)
-        o = _lookup(p, "orderId", "origClientOrderId", self.orders, self._client_ids, cancel)
+        o = _lookup(p, "orderId", "origClientOrderId", self.orders, self._client_ids, cancel,
+                    symbol=symbol)
         if o.symbol != symbol:
             raise _unknown(cancel)
         return o
@@ -420,7 +437,7 @@ class Engine:
             raise ApiError(400, -1102, "Mandatory parameter 'triggerprice' was not sent, was "
                            "empty/null, or malformed.")
         cid = p.get("clientAlgoId") or f"sim-algo-c{next(self._aid)}"
-        self._check_client_id(cid, self._algo_client_ids)
+        self._check_client_id(cid, self._algo_client_ids, self.algos, OPEN_ALGO_STATUSES)
         f = self.filters[symbol]
         self._check_price(f, trig)
         close_position = bool_param(p, "closePosition")
@@ -446,7 +463,7 @@ class Engine:
         if (cur >= trig) if a.fires_up else (cur <= trig):
             raise ApiError(400, -2021, "Order would immediately trigger.")
         self.algos[a.algo_id] = a
-        self._algo_client_ids[cid] = a.algo_id
+        self._algo_client_ids.setdefault(cid, []).append(a.algo_id)
         self._open_algos[symbol].append(a)
         return a
 
@@ -494,8 +511,11 @@ def _unknown(cancel: bool) -> ApiError:
     return ApiError(400, -2013, "Order does not exist.")
 
 
-def _lookup(p: dict, id_key: str, cid_key: str, by_id: dict, by_cid: dict, cancel: bool):
-    """The order named by ``p[id_key]`` (exchange id) or ``p[cid_key]`` (client id)."""
+def _lookup(p: dict, id_key: str, cid_key: str, by_id: dict, by_cid: dict[str, list[int]],
+            cancel: bool, symbol: str | None = None):
+    """The order named by ``p[id_key]`` (exchange id) or ``p[cid_key]`` (client id). A client id
+    names the most recent order that carried it (in ``symbol`` when given): at most one order
+    per id is open at a time, and if one is, it is the most recent."""
     oid, cid = p.get(id_key), p.get(cid_key)
     if not oid and not cid:
         raise ApiError(400, -1102, f"Either {id_key} or {cid_key} must be sent.")
@@ -505,8 +525,11 @@ def _lookup(p: dict, id_key: str, cid_key: str, by_id: dict, by_cid: dict, cance
             o = by_id.get(int(oid))
         except ValueError:
             raise missing(id_key) from None
-    elif cid in by_cid:
-        o = by_id.get(by_cid[cid])
+    else:
+        for i in reversed(by_cid.get(cid, ())):
+            if symbol is None or by_id[i].symbol == symbol:
+                o = by_id[i]
+                break
     if o is None:
         raise _unknown(cancel)
     return o
