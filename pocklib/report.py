@@ -70,6 +70,10 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
+def _count(n: Any) -> str:
+    return "UNKNOWN (the exchange could not be asked)" if n is None else str(n)
+
+
 def _ts(ms: Any) -> str:
     return "-" if ms is None else f"{pd.Timestamp(int(ms), unit='ms', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC"
 
@@ -78,9 +82,9 @@ def markdown(result: Any, rules: Any, title: str = "Session report") -> str:
     """report.md: headline numbers, why it stopped, the trade list."""
     s = stats_dict(result, rules)
     wr = "-" if s["win_rate"] is None else f"{100 * s['win_rate']:.1f} %"
-    lines = [
-        f"# {title}",
-        "",
+    lines = [f"# {title}", ""]
+    lines += _not_flat_lines(s)
+    lines += [
         "| | |",
         "|---|---|",
         f"| Initial capital | {s['initial_capital']:,.2f} USD |",
@@ -93,11 +97,16 @@ def markdown(result: Any, rules: Any, title: str = "Session report") -> str:
         f"| Stopped because | {s['stop_reason']} ({STOP_WORDS.get(s['stop_reason'], '')}) |",
         f"| Stop lines | +{s['target_usd']:g} / -{s['max_loss_usd']:g} USD |",
         f"| Session | {_ts(s['start_ms'])} to {_ts(s['stop_ms'])} (planned end {_ts(s['end_ms'])}) |",
-        f"| Open positions after flatten | {s['open_positions_at_end']} (exchange's count) |",
-        f"| Open orders after flatten | {s['open_orders_at_end']} |",
+        f"| Open positions after flatten | {_count(s['open_positions_at_end'])} (exchange's count) |",
+        f"| Open orders after flatten | {_count(s['open_orders_at_end'])} |",
     ]
     if s.get("error"):
         lines.append(f"| Error | {s['error']} |")
+    for e in s.get("flatten_errors") or []:
+        lines.append(f"| Flatten problem | {e} |")
+    if s.get("journal_error"):
+        lines.append(f"| Journal | could not be written ({s['journal_error']}); the rest is in "
+                     f"{s.get('journal_fallback')} |")
     lines += ["", "## Trades", ""]
     tr = result.trades
     if len(tr) == 0:
@@ -110,6 +119,25 @@ def markdown(result: Any, rules: Any, title: str = "Session report") -> str:
                          f"{r.entry_price:.2f} | {r.exit_price:.2f} | {r.qty:g} | {r.fees:.4f} | {r.pnl:+.4f} | "
                          f"{r.exit_reason} |")
     return "\n".join(lines) + "\n"
+
+
+def _not_flat_lines(s: dict[str, Any]) -> list[str]:
+    """The first thing report.md says when the session did not end flat on the exchange."""
+    check = s.get("flat_check")
+    if check in (None, "flat", "not run"):
+        return []
+    if check == "UNKNOWN" or s.get("open_at_end") is None:
+        return ["**WARNING: whether anything is still open on the exchange is UNKNOWN (the exchange could not "
+                "be asked). Check the account on the exchange now.**", ""]
+    out = ["**WARNING: STILL OPEN ON THE EXCHANGE after the flatten. Close it on the exchange, or rerun the same "
+           "command once the exchange answers (the rerun flattens):**", ""]
+    for sym, e in sorted(s["open_at_end"].items()):
+        q = float(e.get("qty") or 0)
+        side = "long" if q > 0 else "short" if q < 0 else "no position"
+        prot = ", ".join(f"{name} {e[k]:g}" if e.get(k) is not None else f"NO {name}"
+                         for k, name in (("stop_loss", "stop loss"), ("take_profit", "take profit")))
+        out.append(f"- **{sym} {side} {abs(q):g}**, {prot}, {e.get('open_orders', 0)} open order(s)")
+    return out + [""]
 
 
 def figures(result: Any, rules: Any) -> list[Any]:

@@ -32,6 +32,13 @@ class ResumeState:
     resumes: int
     equity_rows: list[tuple[int, float, float]]
     candle_rows: dict[str, list[tuple]]
+    flat_at_end: bool | None = None  # the last exchange check ("flat" record); None: never checked
+
+    @property
+    def over(self) -> bool:
+        """Finished and left flat: a rerun only reports. A session that ended NOT flat (or
+        unchecked) is resumed by a rerun, which flattens again."""
+        return self.finished and self.flat_at_end is not False
 
 
 def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
@@ -43,6 +50,7 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
     recs = records[starts[0]:]
     fills, done, protects, orders, answered = [], {}, {}, {}, set()
     stop, finished, resumes = None, False, 0
+    flat_at_end: bool | None = None
     eq_rows: list[tuple[int, float, float]] = []
     c_rows: dict[str, list[tuple]] = {}
     last_candle: dict[str, dict[str, Any]] = {}
@@ -70,12 +78,14 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
             stop = r
         elif k == "end":
             finished = True
+        elif k == "flat":
+            flat_at_end = bool(r.get("flat"))
         elif k == "resume":
             resumes += 1
     unresolved = [o for c, o in orders.items() if c not in answered]
     return ResumeState(first["session_id"], int(first["start_ms"]), int(first["end_ms"]), first["rules"],
                        first.get("venue", ""), fills, done, protects, unresolved, stop, finished, resumes,
-                       eq_rows, c_rows)
+                       eq_rows, c_rows, flat_at_end)
 
 
 def rebuild_book(session: Session, state: ResumeState) -> None:

@@ -9,6 +9,7 @@ account is flat on the exchange and writes the report.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pocklib.resume import ResumeState, rebuild_book, reconcile, resume_state
+from pocklib.retry import RetryPolicy
 from pocklib.rules import Rules
 from pocklib.session import Session, SessionResult, ts
 
@@ -212,6 +214,10 @@ class SessionRefused(RuntimeError):
     exchange, and how to proceed."""
 
 
+#: Warm-up and backfill retries: nothing is traded before they end (a resumed long keeps its
+#: SL/TP on the exchange), so a Retry-After of up to 5 minutes is waited out.
+WARMUP_RETRY = RetryPolicy(attempts=8, max_retry_after_s=300.0)
+
 #: What a new session does with positions or orders already open on its symbols.
 ON_EXISTING = ("refuse", "flatten", "adopt")
 
@@ -263,8 +269,8 @@ def _journal_verdict(jpath: Any, p: Plan) -> tuple[ResumeState | None, str | Non
             return None, (f"journal {jpath} has {len(records)} records but no session_start record: it is damaged "
                           f"or is not a pocklib session journal. {how}")
         return None, None
-    if (p.session_id and state.session_id != p.session_id) or (state.finished and not p.session_id):
-        if not state.finished:
+    if (p.session_id and state.session_id != p.session_id) or (state.over and not p.session_id):
+        if not state.over:
             return None, (f"out_dir {p.out_dir} holds the journal of session {state.session_id!r}, which did not "
                           f"finish, and this run asks for session {p.session_id!r}. {how} (rerun with "
                           f"session_id='{state.session_id}' or '' to resume it)")
@@ -273,7 +279,7 @@ def _journal_verdict(jpath: Any, p: Plan) -> tuple[ResumeState | None, str | Non
     diffs = _rule_diffs(state.rules, p.rules)
     if state.venue and state.venue != p.venue:
         diffs.append(f"venue: journal {state.venue!r}, now {p.venue!r}")
-    if diffs and not state.finished:
+    if diffs and not state.over:
         return None, (f"the journal's session {state.session_id!r} ran with other parameters: "
                       + "; ".join(diffs) + f". {how}")
     return state, None
@@ -337,7 +343,7 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "journal.jsonl"
     state, refusal = _journal_verdict(jpath, p)
-    if state is not None and state.finished:  # same session, already over: report only
+    if state is not None and state.over:  # same session, already over and flat: report only
         return _finished_result(state, rules, out)
     started_sim = None
 
@@ -420,7 +426,8 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
         for s in rules.symbols:
             done = state.done_candle.get(s) if state is not None else None
             upto = done + rules.interval_ms if done is not None else start_ms
-            hist = await asyncio.to_thread(fetch_closed, wu_client, s, rules.interval, rules.slow + 10, upto)
+            hist = await asyncio.to_thread(fetch_closed, wu_client, s, rules.interval, rules.slow + 10, upto,
+                                           policy=WARMUP_RETRY, sleep=getattr(brk, "_sleep", time.sleep))
             jr.append("warmup", t=now, symbol=s, candles=len(hist), closes=[c.close for c in hist],
                       first_open=hist[0].open_time if hist else None, last_open=hist[-1].open_time if hist else None)
             for c in hist:
@@ -501,13 +508,9 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
     if error is not None:
         result.stats["error"] = f"{type(error).__name__}: {redact(str(error))[:300]}"
     io_error: OSError | None = None
-    if jr is not None:
-        if getattr(jr, "write_error", None) is not None:
-            result.stats.update(journal_error=str(jr.write_error), journal_fallback=str(jr.fallback_path),
-                                journal_unwritten=len(jr.unwritten))
-        jr.append_best_effort("end", t=sess.now, stats=_jsonable(result.stats))
-        if getattr(jr, "write_error", None) is not None:
-            io_error = jr.write_error
+    if jr is not None and getattr(jr, "write_error", None) is not None:
+        result.stats.update(journal_error=str(jr.write_error), journal_fallback=str(jr.fallback_path),
+                            journal_unwritten=len(jr.unwritten))
     title = f"Session {sess.session_id} ({p.venue}, {brk.name} broker)"
     try:
         report.write(out, result, sess.rules, title=title)
@@ -521,6 +524,10 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
             _warn(f"the report could not be written to {out} ({e}); it is in {alt}")
         except OSError as e2:
             _warn(f"the report could not be written to {out} ({e}) nor to {alt} ({e2})")
+    if jr is not None:  # after the report: a crash before this record reruns the finish
+        jr.append_best_effort("end", t=sess.now, stats=_jsonable(result.stats))
+        if getattr(jr, "write_error", None) is not None:
+            io_error = io_error or jr.write_error
     if sess.flat_check != "flat":
         _warn(f"SESSION ENDED NOT FLAT ({sess.flat_check}): {describe_open(sess.open_at_end)}")
     if io_error is not None:
