@@ -19,8 +19,10 @@
 # One session: BUY signals open a long, SELL signals close it, exchange-side stop loss and take
 # profit, and the whole session stops at total P&L (realized + unrealized, after fees)
 # >= `+target_usd`, <= `-max_loss_usd`, or when `hours` of **exchange** time have passed. On any
-# stop (also Ctrl-C / kernel interrupt, or an error) every order is cancelled, every position is
-# closed with reduce-only market orders, the account is checked flat, and the report is written.
+# stop (also Ctrl-C / kernel interrupt, or an error) every position is closed with reduce-only
+# market orders first, then the orders that protected it are cancelled (a position that cannot be
+# closed keeps its stop loss and take profit), the exchange is asked what is still open, and the
+# report is written: its first lines name anything left open.
 #
 # * `papermill notebooks/live.ipynb out.ipynb -k python3 -p hours 4` — Binance futures
 #   **testnet** (default), keys from `BINANCE_TESTNET_API_KEY` / `BINANCE_TESTNET_API_SECRET`.
@@ -31,6 +33,9 @@
 #
 # Everything is journaled (write-ahead) to `out_dir/journal.jsonl`; running the same command
 # again after a crash resumes the session (same `out_dir`; `session_id` "" = the unfinished one).
+# A journal that does not fit (damaged, another session's, other parameters) is refused before any
+# order, naming what is open on the exchange. `on_existing` says what a NEW session does with
+# positions or orders already open on its symbols: "refuse" (default), "flatten" or "adopt".
 # Keys are read from the environment only: never put them in a parameter.
 
 # %%
@@ -58,6 +63,7 @@ target_usd = 6.0
 max_loss_usd = 15.0
 session_id = os.environ.get("POCKLIB_SESSION_ID", "")
 i_understand_real_money = False
+on_existing = "refuse"
 
 # %%
 # Validate every parameter before anything connects (unknown names too: papermill only warns).

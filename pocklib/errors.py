@@ -48,8 +48,8 @@ BINANCE_CODES: dict[int, tuple[str, str]] = {
             "(pocklib needs one-way mode)"),
     -4067: ("POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS", "cannot change position mode while orders are open: cancel them first"),
     -4068: ("POSITION_SIDE_CHANGE_EXISTS_QUANTITY", "cannot change position mode while a position is open: close it first"),
-    -4116: ("DUPLICATED_CLIENT_ORDER_ID", "an order with this client id already exists (a retry of an order "
-            "the exchange had accepted)"),
+    -4116: ("DUPLICATED_CLIENT_ORDER_ID", "an OPEN order with this client id exists (a retry of an order "
+            "the exchange had accepted; Binance accepts the id again once that order is filled or cancelled)"),
     -4120: ("STOP_ORDER_SWITCH_ALGO", "conditional order sent to /fapi/v1/order: it must go to /fapi/v1/algoOrder"),
     -4164: ("MIN_NOTIONAL", "order notional (qty x price) below the symbol's minimum"),
     -5022: ("GTX_ORDER_REJECT", "post-only order would have taken liquidity"),
