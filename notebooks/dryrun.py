@@ -31,8 +31,6 @@
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
-import os
-
 symbols = ["BTCUSDT", "ETHUSDT"]
 interval = "5m"
 data = "sample"
@@ -44,13 +42,13 @@ stop_loss_pct = 0.01
 take_profit_pct = 0.015
 fee_rate = 0.0005
 fill = "close"
-out_dir = os.environ.get("POCKLIB_DRYRUN_OUT_DIR", "out/dryrun")
-venue = os.environ.get("POCKLIB_VENUE", "testnet")
-hours = float(os.environ.get("POCKLIB_HOURS", "4"))
-speed = float(os.environ.get("POCKLIB_SPEED", "480"))
+out_dir = "out/dryrun"
+venue = "testnet"
+hours = 4.0
+speed = 480.0
 target_usd = 6.0
 max_loss_usd = 15.0
-session_id = os.environ.get("POCKLIB_SESSION_ID", "")
+session_id = ""
 i_understand_real_money = False
 
 # %%

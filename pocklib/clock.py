@@ -12,7 +12,7 @@ The wall clock is injected (``wall_s``, seconds, monotonic) so tests can freeze 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class ExchangeClock:

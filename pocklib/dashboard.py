@@ -18,7 +18,14 @@ import html
 import time
 from typing import Any
 
+import ipywidgets as w
 import pandas as pd
+from IPython.display import display
+from plotly.subplots import make_subplots
+
+
+def _money(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.2f}"
 
 
 class Dashboard:
@@ -30,8 +37,6 @@ class Dashboard:
 
     def __init__(self, title: str = "pocklib session", every_s: float = 1.0, chart_every_s: float = 5.0,
                  show: bool = True) -> None:
-        import ipywidgets as w
-
         self.every_s = every_s
         self.chart_every_s = chart_every_s
         self.header = w.HTML(f"<b>{html.escape(title)}</b> — starting…")
@@ -42,9 +47,7 @@ class Dashboard:
         self._last_chart = 0.0
         self.updates = 0
         if show:
-            from IPython.display import display
-
-            display(self.widget)
+            display(self.widget)  # type: ignore[no-untyped-call]  # IPython is untyped
 
     # -- called by the session loop ----------------------------------------------------------
     def update(self, session: Any, force: bool = False) -> None:
@@ -82,7 +85,7 @@ class Dashboard:
             pos = b.position(s)
             price = st.price
             unreal = (price - pos.entry_price) * pos.qty if (pos is not None and price is not None) else 0.0
-            fmt = (lambda x: "-" if x is None else f"{x:,.2f}")
+            fmt = _money
             rows.append(f"<tr><td>{s}</td><td>{fmt(price)}</td><td>{fmt(st.xover.fast_ma)}</td>"
                         f"<td>{fmt(st.xover.slow_ma)}</td><td>{'-' if pos is None else f'{pos.qty:g} @ {pos.entry_price:,.2f}'}</td>"
                         f"<td>{unreal:+,.2f}</td></tr>")
@@ -110,7 +113,7 @@ def svg_chart(session: Any, last: int = 60, width: int = 460, height: int = 120)
         lo, hi = min(vals), max(vals)
         span = (hi - lo) or 1.0
 
-        def xy(t: int, v: float) -> str:
+        def xy(t: int, v: float, t0: int = t0, t1: int = t1, hi: float = hi, span: float = span) -> str:
             x = 4 + (width - 8) * (t - t0) / max(1, t1 - t0)
             y = 4 + (height - 8) * (hi - v) / span
             return f"{x:.1f},{y:.1f}"
@@ -131,8 +134,6 @@ def svg_chart(session: Any, last: int = 60, width: int = 460, height: int = 120)
 
 def chart(session: Any, last: int = 60) -> Any:
     """A small plain figure: the last ``last`` closed candles' close and MAs per symbol, fills."""
-    from plotly.subplots import make_subplots
-
     syms = list(session.rules.symbols)
     fig = make_subplots(rows=len(syms), cols=1, shared_xaxes=False, subplot_titles=syms, vertical_spacing=0.12)
     fills = pd.DataFrame(session.fill_rows, columns=["symbol", "side", "price", "qty", "reason", "time"])

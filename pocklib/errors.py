@@ -118,7 +118,7 @@ def register_secret(value: str | None) -> None:
 
     Values shorter than :data:`MIN_SECRET_LEN` characters are not registered (see there):
     masking them would corrupt unrelated text."""
-    global _by_length
+    global _by_length  # noqa: PLW0603 - a module-wide registry, read on every log line
     if isinstance(value, str) and len(value) >= MIN_SECRET_LEN and value not in _secrets:
         _secrets.add(value)
         _by_length = tuple(sorted(_secrets, key=len, reverse=True))  # longest first: nested secrets
@@ -163,7 +163,7 @@ def install_log_redaction() -> None:
     urllib3 logs ``GET /fapi/v1/order?...&signature=<hex>`` at DEBUG; python-binance logs bodies
     when ``verbose``. Idempotent.
     """
-    global _installed
+    global _installed  # noqa: PLW0603 - install once per process
     if _installed:
         return
     for name in _FILTERED_LOGGERS:

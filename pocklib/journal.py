@@ -30,6 +30,7 @@ line was written may be in both files under the same ``seq``: it is the same rec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -37,8 +38,11 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from pocklib.jsonable import jsonable
 
 
 class JournalError(ValueError):
@@ -140,7 +144,11 @@ def _json_name(v: Any) -> str:
         return f"string {v[:40]!r}"
     if isinstance(v, (int, float)):
         return f"number {v!r}"
-    return {dict: "an object", list: "an array"}.get(type(v), type(v).__name__)
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
 
 
 def check_record(rec: Any) -> str | None:
@@ -165,29 +173,6 @@ def check_record(rec: Any) -> str | None:
         if t is not None and not _type_ok(t, rec[f]):
             return f"{kind!r} record (seq {seq}) field {f!r} must be {_TYPE_WORDS[t]}; got {_json_name(rec[f])}"
     return None
-
-
-# -- cleaning ------------------------------------------------------------------------------
-
-def _clean(v: Any, _unused: Any = ()) -> Any:
-    """JSON-safe copy of ``v``: NaN/inf -> None, numpy scalars -> Python, timestamps -> ISO
-    strings, other objects -> ``str``. Strings are kept exactly (nothing is masked). The second
-    argument is ignored (it used to be a list of secrets to mask)."""
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, str) or isinstance(v, bool) or v is None:
-        return v
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v) if math.isfinite(v) else None
-    if hasattr(v, "item"):  # numpy scalar
-        return _clean(v.item())
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return str(v)
 
 
 def _line(rec: dict[str, Any]) -> bytes:
@@ -224,10 +209,8 @@ def _write_all(f: Any, data: bytes, sync: bool) -> None:
 def _close_quietly(f: Any) -> None:
     if f is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         f.close()
-    except OSError:
-        pass
 
 
 class Journal:
@@ -293,10 +276,8 @@ class Journal:
 
     def _say(self, line: str) -> None:
         self.warnings.append(line)
-        try:
+        with contextlib.suppress(Exception):  # a closed stderr must not stop the session
             print(line, file=sys.stderr, flush=True)
-        except Exception:  # noqa: BLE001 - a broken stderr must not stop the flatten
-            pass
 
     def _primary_failed(self, e: OSError) -> None:
         self.write_error = e
@@ -347,7 +328,7 @@ class Journal:
         return where
 
     def _record(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        rec = {"seq": self.seq, "kind": kind, **_clean(fields)}
+        rec = {"seq": self.seq, "kind": kind, **jsonable(fields)}
         self.seq += 1
         return rec
 
@@ -383,7 +364,7 @@ class Journal:
                     return rec
                 self._write(rec)
             return rec
-        except Exception as e:  # noqa: BLE001 - never raise from here
+        except Exception as e:
             rec = {"seq": None, "kind": kind, "unwritable": f"{type(e).__name__}: {e}"}
             self.unwritten.append(rec)
             return rec
@@ -395,7 +376,7 @@ class Journal:
             _close_quietly(self._fb)
             self._f = self._fb = None
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -435,7 +416,7 @@ class MemoryJournal(NullJournal):
         self.records: list[dict[str, Any]] = []
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        rec = {"seq": len(self.records), "kind": kind, **_clean(fields)}
+        rec = {"seq": len(self.records), "kind": kind, **jsonable(fields)}
         self.records.append(rec)
         return rec
 

@@ -8,13 +8,15 @@ Money in USD; ``return_pct`` in percent of the initial capital; ``win_rate`` a f
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
+from IPython.display import Markdown, display
 
-from pocklib.book import TRADE_COLUMNS
+from pocklib.jsonable import jsonable
+from pocklib.model import TRADE_COLUMNS, Holding
 
 #: Plain-words meaning of each stop reason (report.md).
 STOP_WORDS = {
@@ -35,7 +37,7 @@ def stats_dict(result: Any, rules: Any) -> dict[str, Any]:
     st = dict(result.stats)
     out = {
         "total_pnl": float(result.total_pnl),
-        "trades": int(len(result.trades)),
+        "trades": len(result.trades),
         "win_rate": st.get("win_rate"),
         "stop_reason": result.stop_reason,
         "open_positions_at_end": result.open_positions_at_end,
@@ -53,21 +55,8 @@ def stats_dict(result: Any, rules: Any) -> dict[str, Any]:
     }
     for k, v in st.items():
         out.setdefault(k, v)
-    return _json_safe(out)
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if hasattr(v, "item"):
-        return _json_safe(v.item())
-    if isinstance(v, (pd.Timestamp,)):
-        return v.isoformat()
-    return v
+    clean: dict[str, Any] = jsonable(out)
+    return clean
 
 
 def _count(n: Any) -> str:
@@ -132,19 +121,27 @@ def _not_flat_lines(s: dict[str, Any]) -> list[str]:
     out = ["**WARNING: STILL OPEN ON THE EXCHANGE after the flatten. Close it on the exchange, or rerun the same "
            "command once the exchange answers (the rerun flattens):**", ""]
     for sym, e in sorted(s["open_at_end"].items()):
-        q = float(e.get("qty") or 0)
-        side = "long" if q > 0 else "short" if q < 0 else "no position"
-        prot = ", ".join(f"{name} {e[k]:g}" if e.get(k) is not None else f"NO {name}"
-                         for k, name in (("stop_loss", "stop loss"), ("take_profit", "take profit")))
-        out.append(f"- **{sym} {side} {abs(q):g}**, {prot}, {e.get('open_orders', 0)} open order(s)")
-    return out + [""]
+        out.append(f"- {holding_words(sym, e, bold=True)}")
+    return [*out, ""]
+
+
+def holding_words(symbol: str, e: Holding, bold: bool = False) -> str:
+    """``ETHUSDT long 0.05 (entry 2979.59), stop loss 2949.8, take profit 3024.28, 2 open order(s)``."""
+    q = float(e.get("qty") or 0)
+    side = "long" if q > 0 else "short" if q < 0 else "no position"
+    what = f"{symbol} {side} {abs(q):g}"
+    what = f"**{what}**" if bold else what
+    if q and e.get("entry_price"):
+        what += f" (entry {e['entry_price']:g})"
+    sl, tp = e.get("stop_loss"), e.get("take_profit")
+    prot = (f"stop loss {sl:g}" if sl is not None else "NO stop loss",
+            f"take profit {tp:g}" if tp is not None else "NO take profit")
+    return f"{what}, {prot[0]}, {prot[1]}, {e.get('open_orders', 0)} open order(s)"
 
 
 def figures(result: Any, rules: Any) -> list[Any]:
     """Static plotly figures: per symbol price + fast/slow MA + entries/exits; equity with the
     target and loss lines. Plain ``go.Figure`` objects."""
-    import plotly.graph_objects as go
-
     figs = []
     fills = result.fills if result.fills is not None else pd.DataFrame(columns=["symbol", "side", "price", "time"])
     for sym, df in result.candles.items():
@@ -193,9 +190,7 @@ def write(out_dir: str | Path, result: Any, rules: Any, title: str = "Session re
 
 def show(result: Any, rules: Any, title: str = "Session report") -> None:
     """Display the report and the static charts in a notebook (plotly mimetype output only)."""
-    from IPython.display import Markdown, display
-
-    display(Markdown(markdown(result, rules, title)))
+    display(Markdown(markdown(result, rules, title)))  # type: ignore[no-untyped-call]  # IPython is untyped
     for fig in figures(result, rules):
         fig.show(renderer="plotly_mimetype")
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pocklib.session import Session, client_id, ts
+from pocklib.brokers.base import Broker
+from pocklib.ids import client_id
+from pocklib.model import Exposure, Fill
+from pocklib.session import CandleRow, Session, ts
 
 
 @dataclass
@@ -31,7 +34,7 @@ class ResumeState:
     finished: bool  # an "end" record exists: the session is over
     resumes: int
     equity_rows: list[tuple[int, float, float]]
-    candle_rows: dict[str, list[tuple]]
+    candle_rows: dict[str, list[CandleRow]]
     flat_at_end: bool | None = None  # the last exchange check ("flat" record); None: never checked
 
     @property
@@ -52,7 +55,7 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
     stop, finished, resumes = None, False, 0
     flat_at_end: bool | None = None
     eq_rows: list[tuple[int, float, float]] = []
-    c_rows: dict[str, list[tuple]] = {}
+    c_rows: dict[str, list[CandleRow]] = {}
     last_candle: dict[str, dict[str, Any]] = {}
     for r in recs:
         k = r["kind"]
@@ -72,8 +75,8 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
             eq_rows.append((int(r["open_time"]), float(r["equity"]), float(r["total_pnl"])))
             lc = last_candle.get(r["symbol"], {})
             c_rows.setdefault(r["symbol"], []).append(
-                (int(r["open_time"]), lc.get("open"), lc.get("high"), lc.get("low"), lc.get("close"),
-                 r.get("fast_ma"), r.get("slow_ma")))
+                (int(r["open_time"]), float(lc.get("open", "nan")), float(lc.get("high", "nan")),
+                 float(lc.get("low", "nan")), float(lc.get("close", "nan")), r.get("fast_ma"), r.get("slow_ma")))
         elif k == "stop":
             stop = r
         elif k == "end":
@@ -105,9 +108,7 @@ def rebuild_book(session: Session, state: ResumeState) -> None:
             session.candle_rows[s] = list(rows)
 
 
-def _fill_from_record(r: dict[str, Any]) -> Any:
-    from pocklib.brokers.base import Fill
-
+def _fill_from_record(r: dict[str, Any]) -> Fill:
     return Fill(symbol=r["symbol"], side=r["side"], qty=float(r["qty"]), price=float(r["price"]),
                 fee=float(r["fee"]), time=int(r["time"]), reason=r["reason"], client_id=r["cid"],
                 order_id=r.get("order_id"))
@@ -118,7 +119,7 @@ class ReconcileError(RuntimeError):
     flattens and says what differed."""
 
 
-def _book_time(o: dict[str, Any], fill: Any, sess: Session) -> int:
+def _book_time(o: dict[str, Any], fill: Fill, sess: Session) -> int:
     """Book time of a resumed order's fill: the signal candle, as if uninterrupted, when it
     filled within the staleness bound of its planned fill time; else the candle it filled in."""
     iv = sess.rules.interval_ms
@@ -128,97 +129,114 @@ def _book_time(o: dict[str, Any], fill: Any, sess: Session) -> int:
     return (int(fill.time) // iv) * iv
 
 
-def reconcile(sess: Session, state: ResumeState, broker: Any) -> dict[str, Any]:
+def reconcile(sess: Session, state: ResumeState, broker: Broker) -> dict[str, Any]:
     """After a restart, make the book and the exchange agree, or stop.
 
     1. Orders the journal shows as sent but unanswered are LOOKED UP by client id first (Binance
        accepts a client id again once its order is filled, so a blind resend could trade twice).
-       Found: its fill is booked. Not found: an exit is sent now; an entry is sent only if its
-       signal is still fresh (:meth:`Session.signal_age_ms`), else journaled as ``expired``.
+       Found: its fill is booked.
     2. Each open book position is re-attached (:meth:`Broker.adopt`): its SL/TP found by client
        id or placed again; if the exchange closed it meanwhile, the closing fills are booked.
-    3. Open orders left on symbols the book holds flat (SL/TP of a close that was in flight) are
+    3. Unanswered orders never executed: an exit is sent now; an entry only if its signal is
+       still fresh (:meth:`Session.signal_age_ms`), else it is journaled as ``expired``.
+    4. Open orders left on symbols the book holds flat (SL/TP of a close that was in flight) are
        cancelled.
-    4. Quantities (to half a lot step) and entry prices (0.1 %) are compared with the
-       exchange's; any difference is journaled and raises :class:`ReconcileError`.
+    5. Quantities (to half a lot step) and entry prices (0.1 %) are compared with the
+       exchange's (:func:`compare`); any difference is journaled and raises :class:`ReconcileError`.
     """
-    j = sess.journal
-    unresolved = list(state.unresolved)
+    for o in state.unresolved:
+        sess.journal.append("resume_order", t=sess.now, cid=o["cid"], symbol=o["symbol"], side=o["side"])
+    found = _book_found(sess, state.unresolved, broker)
+    _reattach(sess, state, broker)
+    for o in state.unresolved:
+        if o["cid"] not in found:
+            _send_unexecuted(sess, o, broker)
+    return compare(sess, _cancel_leftovers(sess, broker))
+
+
+def _book_found(sess: Session, unresolved: list[dict[str, Any]], broker: Broker) -> set[str]:
+    """Look every unanswered order up (nothing is sent); book what executed. Returns their ids."""
+    found = set()
     for o in unresolved:
-        j.append("resume_order", t=sess.now, cid=o["cid"], symbol=o["symbol"], side=o["side"])
-    for o in unresolved:  # lookups only: nothing is sent in this pass
         s, cid = o["symbol"], o["cid"]
         fill = broker.find_fill(s, cid, o["reason"] if o["side"] == "SELL" else "signal", int(o["fill_ms"]))
-        o["_found"] = fill
         if fill is None:
             continue
+        found.add(cid)
         if o["side"] == "BUY" and sess.book.position(s) is None:
             sess.apply_entry_fill(fill, _book_time(o, fill, sess))
         elif o["side"] == "SELL" and sess.book.position(s) is not None:
             sess.apply_exit_fill(fill, _book_time(o, fill, sess), o["reason"])
+    return found
+
+
+def _reattach(sess: Session, state: ResumeState, broker: Broker) -> None:
+    """Re-attach each open book position to its SL/TP; book what closed it while away."""
+    iv = sess.rules.interval_ms
     for s, pos in list(sess.book.positions.items()):
         prot = state.protects.get(s)
         entry_ms = int(pos.entry_time.value // 1_000_000)
         pcid = prot["cid"] if prot else client_id(sess.session_id, s, entry_ms, "p")
-        j.append("protect", t=sess.now, cid=pcid, symbol=s, qty=pos.qty, sl=pos.sl, tp=pos.tp, resumed=True)
+        sess.journal.append("protect", t=sess.now, cid=pcid, symbol=s, qty=pos.qty, sl=pos.sl, tp=pos.tp,
+                            resumed=True)
         for f in broker.adopt(s, pos.qty, pos.entry_price, pos.sl, pos.tp, pcid, entry_ms) or []:
-            iv = sess.rules.interval_ms
             sess.apply_exit_fill(f, (int(f.time) // iv) * iv)
-    for o in unresolved:  # what was never executed
-        s, cid = o["symbol"], o["cid"]
-        if o["_found"] is not None:
-            continue
-        if o["side"] == "BUY":
-            age = sess.signal_age_ms(int(o["fill_ms"]))
-            if sess.book.position(s) is not None:
-                j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already open")
-                continue
-            if age is not None and age > sess.max_age_ms:  # type: ignore[operator]
-                j.append("expired", t=sess.now, cid=cid, symbol=s, why="stale", age_ms=age,
-                         max_age_ms=sess.max_age_ms)
-                continue
-            fill = broker.open_long(s, float(o["qty"]), float(o["price_hint"]), cid, int(o["fill_ms"]))
-            if fill is None:
-                j.append("reject", t=sess.now, cid=cid, symbol=s)
-                continue
-            sess.apply_entry_fill(fill, _book_time(o, fill, sess))
+
+
+def _send_unexecuted(sess: Session, o: dict[str, Any], broker: Broker) -> None:
+    """An unanswered order the exchange never executed: exits go out now; entries only fresh."""
+    j, s, cid = sess.journal, o["symbol"], o["cid"]
+    pos = sess.book.position(s)
+    if o["side"] == "BUY":
+        age = sess.signal_age_ms(int(o["fill_ms"]))
+        if pos is not None:
+            j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already open")
+        elif age is not None and sess.max_age_ms is not None and age > sess.max_age_ms:
+            j.append("expired", t=sess.now, cid=cid, symbol=s, why="stale", age_ms=age, max_age_ms=sess.max_age_ms)
+        elif (fill := broker.open_long(s, float(o["qty"]), float(o["price_hint"]), cid, int(o["fill_ms"]))) is None:
+            j.append("reject", t=sess.now, cid=cid, symbol=s)
         else:
-            if sess.book.position(s) is None:
-                j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already closed")
-                continue
-            pos = sess.book.positions[s]
-            fill = broker.close_long(s, pos.qty, float(o["price_hint"]), cid, o["reason"], int(o["fill_ms"]))
-            if fill is None:
-                j.append("reject", t=sess.now, cid=cid, symbol=s)
-                continue
-            sess.apply_exit_fill(fill, _book_time(o, fill, sess),
-                                 fill.reason if fill.reason in ("stop_loss", "take_profit") else o["reason"])
+            sess.apply_entry_fill(fill, _book_time(o, fill, sess))
+        return
+    if pos is None:
+        j.append("expired", t=sess.now, cid=cid, symbol=s, why="position already closed")
+    elif (fill := broker.close_long(s, pos.qty, float(o["price_hint"]), cid, o["reason"], int(o["fill_ms"]))) is None:
+        j.append("reject", t=sess.now, cid=cid, symbol=s)
+    else:
+        sess.apply_exit_fill(fill, _book_time(o, fill, sess),
+                             fill.reason if fill.reason in ("stop_loss", "take_profit") else o["reason"])
+
+
+def _cancel_leftovers(sess: Session, broker: Broker) -> Exposure:
+    """Cancel orders left on symbols the book holds flat; returns the exchange's exposure."""
     exch = broker.exposure() or {}
-    for s in sess.rules.symbols:  # SL/TP left behind by a close that was in flight
-        if sess.book.position(s) is None and exch.get(s, {}).get("open_orders") and not exch[s].get("qty"):
-            j.append("cancel_stale", t=sess.now, symbol=s, open_orders=exch[s]["open_orders"])
+    for s in sess.rules.symbols:
+        e = exch.get(s)
+        if sess.book.position(s) is None and e is not None and e["open_orders"] and not e["qty"]:
+            sess.journal.append("cancel_stale", t=sess.now, symbol=s, open_orders=e["open_orders"])
             broker.cancel_orders(s)
             exch.pop(s, None)
-    return compare(sess, exch)
+    return exch
 
 
-def compare(sess: Session, exch: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compare(sess: Session, exch: Exposure) -> dict[str, Any]:
     """Compare the book's positions with ``exch`` (:meth:`Broker.exposure`): quantities to half
     a lot step, entry prices to 0.1 %. Journals ``reconcile``; raises :class:`ReconcileError`
     on a difference."""
-    book = {s: p for s, p in sess.book.positions.items()}
+    book = dict(sess.book.positions)
     mismatches: list[str] = []
     for s in sorted(set(book) | {s for s, e in exch.items() if e.get("qty")}):
         bq = book[s].qty if s in book else 0.0
-        eq = float(exch.get(s, {}).get("qty") or 0.0)
+        h = exch.get(s)
+        eq = float(h["qty"]) if h is not None else 0.0
         half_step = float(sess.rules.spec(s).step) / 2 if s in sess.rules.symbols else 1e-12
         if abs(bq - eq) > half_step:
             mismatches.append(f"{s}: the exchange holds {eq:g}, the journal says {bq:g}")
             continue
-        ep = float(exch.get(s, {}).get("entry_price") or 0.0)
+        ep = float(h["entry_price"]) if h is not None else 0.0
         if s in book and ep > 0 and abs(ep - book[s].entry_price) > 0.001 * book[s].entry_price:
             mismatches.append(f"{s}: entry price on the exchange {ep:g}, in the journal {book[s].entry_price:g}")
-    info = {"exchange_positions": {s: float(e.get("qty") or 0) for s, e in exch.items() if e.get("qty")},
+    info = {"exchange_positions": {s: float(e["qty"]) for s, e in exch.items() if e["qty"]},
             "book_positions": {s: p.qty for s, p in book.items()}, "match": not mismatches,
             "mismatches": mismatches}
     sess.journal.append("reconcile", t=sess.now, **info)

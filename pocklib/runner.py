@@ -9,17 +9,45 @@ account is flat on the exchange and writes the report.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from pocklib import history, report
+from pocklib.brokers.base import Broker
+from pocklib.brokers.binance import BinanceBroker
+from pocklib.brokers.paper import PaperBroker
+from pocklib.errors import redact
+from pocklib.ids import client_id
+from pocklib.journal import Journal, fallback_path_for
+from pocklib.journal import read as read_journal
+from pocklib.jsonable import jsonable
+from pocklib.model import Candle, Exposure, Fill
+from pocklib.report import holding_words
 from pocklib.resume import ResumeState, rebuild_book, reconcile, resume_state
 from pocklib.retry import RetryPolicy
 from pocklib.rules import Rules
 from pocklib.session import Session, SessionResult, ts
+from pocklib.stream import candles, fetch_closed, rest_backfill
+from pocklib.venues import HOSTS, Keys, Venue, sim_venue
+from pocklib.venues import venue as make_venue
+
+if TYPE_CHECKING:  # the simulator's server stack loads only when a session runs it
+    from pocklib.sim import Simulator
 
 
 #: The notebooks' parameters and their defaults (same names as the backtest notebook's, plus
@@ -51,6 +79,7 @@ class Plan:
     session_id: str
     data: Any
     on_existing: str = "refuse"  # see ON_EXISTING
+    overrides: dict[str, Any] = field(default_factory=dict)  # values that differ from PARAMS
     venue_obj: Any = None  # pocklib.venues.Venue for testnet/demo/live with keys (binance broker)
     frames: dict[str, pd.DataFrame] | None = None  # venue "sim" started here: its candles
     attach: dict[str, str] | None = None  # venue "sim" attached through SIM_ENV
@@ -70,10 +99,14 @@ class Plan:
                      "demo": "Binance **Demo Trading** (play money).",
                      "sim": f"the **local simulator** on `{self.data}` candles at {self.speed:g}x (offline, play money)."}[self.venue]
             title = f"## About to trade on {where}"
+        changed = ""
+        if self.overrides:
+            changed = "\n\nSet for this run (defaults in brackets): " + ", ".join(
+                f"`{k}={v!r}` ({PARAMS[k]!r})" for k, v in self.overrides.items())
         return (f"{title}\n\n{', '.join(r.symbols)}, {r.interval} candles, MA {r.fast}/{r.slow}, capital "
                 f"{r.capital:g} USD, {r.position_usd:g} USD a position, SL {100 * r.stop_loss_pct:g} %, TP "
                 f"{100 * r.take_profit_pct:g} %; stop at +{r.target_usd:g} / -{r.max_loss_usd:g} USD or after "
-                f"{self.hours:g} h of exchange time. Artifacts: `{self.out_dir}`.")
+                f"{self.hours:g} h of exchange time. Artifacts: `{self.out_dir}`.{changed}")
 
 
 def notebook_params(namespace: dict[str, Any], before: set[str]) -> dict[str, Any]:
@@ -82,7 +115,6 @@ def notebook_params(namespace: dict[str, Any], before: set[str]) -> dict[str, An
     Papermill only warns about an unknown ``-p`` name; here a name that is not in :data:`PARAMS`
     (a typo) is an error. Private names and imported modules are ignored.
     """
-    import types
 
     new = {n for n in set(namespace) - before
            if not n.startswith("_") and not isinstance(namespace[n], types.ModuleType)}
@@ -97,9 +129,6 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
 
     broker: "binance" (orders on the venue) or "paper" (dry run: market data only, no keys).
     """
-    import os
-    import re
-
     env = dict(os.environ) if env is None else env
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
@@ -107,6 +136,32 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
     p = {**PARAMS, **params}
     if broker not in ("binance", "paper"):
         raise ValueError(f"broker: 'binance' or 'paper'; got {broker!r}")
+    _check_session_params(p)
+    rules = Rules.from_params(**p)
+    out = Plan(rules, p["venue"], broker, float(p["hours"]), float(p["speed"]), p["out_dir"], p["session_id"] or "",
+               p["data"], on_existing=p["on_existing"], overrides=_overrides(params))
+    if p["venue"] == "sim":
+        _plan_sim(out, env)
+    elif broker == "binance":
+        # keys from the environment, live opt-in (parameter AND env var): VenueError is a ValueError
+        out.venue_obj = make_venue(p["venue"], i_understand_real_money=p["i_understand_real_money"], env=env)
+    return out
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters whose values differ from :data:`PARAMS` (shown in the headline)."""
+    out = {}
+    for k, v in params.items():
+        d = PARAMS[k]
+        same = (v == d) or (k == "symbols" and list(Rules.from_params(symbols=v).symbols)
+                                               == list(Rules.from_params(symbols=d).symbols))
+        if not same:
+            out[k] = v
+    return out
+
+
+def _check_session_params(p: dict[str, Any]) -> None:
+    """The session's own parameters (the rules are checked by :meth:`Rules.from_params`)."""
     for name in ("hours", "speed"):
         v = p[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
@@ -116,7 +171,6 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
     if p["speed"] < 0:
         raise ValueError(f"speed: >= 0 (exchange seconds per wall second for venue 'sim'; 0 = as fast as read); "
                          f"got {p['speed']!r}")
-    rules = Rules.from_params(**p)
     if p["venue"] not in VENUES:
         raise ValueError(f"venue: one of {list(VENUES)}; got {p['venue']!r}")
     sid = p["session_id"] or ""
@@ -129,37 +183,30 @@ def plan(broker: str = "binance", env: dict[str, str] | None = None, **params: A
                          f"orders already open on its symbols); got {p['on_existing']!r}")
     if not isinstance(p["i_understand_real_money"], bool):
         raise ValueError(f"i_understand_real_money: True or False; got {p['i_understand_real_money']!r}")
-    out = Plan(rules, p["venue"], broker, float(p["hours"]), float(p["speed"]), p["out_dir"], sid, p["data"],
-               on_existing=p["on_existing"])
-    if p["venue"] == "sim":
-        if env.get(SIM_ENV[0]):
-            missing = [k for k in SIM_ENV if not env.get(k)]
-            if missing:
-                raise ValueError(f"venue: 'sim' attached through {SIM_ENV[0]} needs {', '.join(missing)} too")
-            out.attach = {k: env[k] for k in SIM_ENV}
-        else:
-            from pocklib import history
 
-            try:
-                out.frames = history.load_frames(p["data"], rules.symbols, rules.interval)
-            except ValueError as e:
-                raise ValueError(str(e) if str(e).startswith("data: ") else f"data: {e}") from None
-            need = rules.slow + 12 + int(np.ceil(rules.session_ms / rules.interval_ms)) + 3
-            short = {s: len(f) for s, f in out.frames.items() if len(f) < need}
-            if short:
-                raise ValueError(f"data: venue 'sim' needs >= {need} candles per symbol for {out.hours} h "
-                                 f"(warm-up + session); got {short}")
-    elif broker == "binance":
-        from pocklib.venues import venue as make_venue
 
-        # keys from the environment, live opt-in (parameter AND env var): VenueError is a ValueError
-        out.venue_obj = make_venue(p["venue"], i_understand_real_money=p["i_understand_real_money"], env=env)
-    return out
+def _plan_sim(out: Plan, env: dict[str, str]) -> None:
+    """Venue "sim": attach to a running simulator (:data:`SIM_ENV`) or load its candles here."""
+    rules = out.rules
+    if env.get(SIM_ENV[0]):
+        missing = [k for k in SIM_ENV if not env.get(k)]
+        if missing:
+            raise ValueError(f"venue: 'sim' attached through {SIM_ENV[0]} needs {', '.join(missing)} too")
+        out.attach = {k: env[k] for k in SIM_ENV}
+        return
+    try:
+        out.frames = history.load_frames(out.data, rules.symbols, rules.interval)
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("data: ") else f"data: {e}") from None
+    need = rules.slow + 12 + int(np.ceil(rules.session_ms / rules.interval_ms)) + 3
+    short = {s: len(f) for s, f in out.frames.items() if len(f) < need}
+    if short:
+        raise ValueError(f"data: venue 'sim' needs >= {need} candles per symbol for {out.hours} h "
+                         f"(warm-up + session); got {short}")
 
 
 def _market_venue(name: str) -> Any:
     """A keyless venue for market data only (dry run on testnet/demo/live)."""
-    from pocklib.venues import HOSTS, Keys, Venue
 
     rest, ws, _, _ = HOSTS[name]
     return Venue(name, rest, ws, Keys("", "", source="none (market data only)"))
@@ -175,9 +222,7 @@ class _Interrupt:
         self.hit = False
         self._old: Any = None
 
-    def __enter__(self) -> "_Interrupt":
-        import signal
-        import threading
+    def __enter__(self) -> _Interrupt:
 
         if threading.current_thread() is threading.main_thread():
             def handler(signum: int, frame: Any) -> None:
@@ -187,7 +232,6 @@ class _Interrupt:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import signal
 
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
@@ -195,7 +239,6 @@ class _Interrupt:
 
 def _archive(out: Any, sid: str) -> None:
     """Move a previous session's artifacts out of the way (out_dir/previous/<session id>/)."""
-    import shutil
 
     dest = out / "previous" / (sid or "unnamed")
     k = 1
@@ -249,16 +292,15 @@ def _rule_diffs(journal_rules: dict[str, Any], rules: Rules) -> list[str]:
 def _journal_verdict(jpath: Any, p: Plan) -> tuple[ResumeState | None, str | None]:
     """(the session to resume, or None for a new one; a refusal, or None). A previous session's
     finished journal is archived; one that does not fit these parameters is refused."""
-    from pocklib import journal as jmod
 
-    how = (f"Nothing was sent. To resume that session rerun with its parameters; to start a new one use "
-           f"another out_dir (the positions named below are then refused, flattened or adopted as "
-           f"on_existing says).")
+    how = ("Nothing was sent. To resume that session rerun with its parameters; to start a new one use "
+           "another out_dir (the positions named below are then refused, flattened or adopted as "
+           "on_existing says).")
     try:
-        records = jmod.read(jpath)
+        records = read_journal(jpath)
     except (OSError, ValueError) as e:  # JournalError is a ValueError and names file and line
         return None, f"the journal cannot be read: {e}. {how}"
-    fb = jmod.fallback_path_for(jpath)
+    fb = fallback_path_for(jpath)
     if fb.exists() and fb.stat().st_size > 0:
         return None, (f"a previous run could not write its journal to {jpath} and wrote the rest to {fb}. "
                       f"Once the disk is fixed, append it (`cat {fb} >> {jpath}`) and delete it, or move it "
@@ -285,32 +327,42 @@ def _journal_verdict(jpath: Any, p: Plan) -> tuple[ResumeState | None, str | Non
     return state, None
 
 
-def describe_open(exposure: dict[str, dict[str, Any]] | None) -> str:
+def describe_open(exposure: Exposure | None) -> str:
     """What is open on the exchange, in words a person reads first."""
     if exposure is None:
         return "UNKNOWN: the exchange could not be asked; check the account on the exchange."
     if not exposure:
         return "nothing is open on the exchange for these symbols."
-    parts = []
-    for s, e in sorted(exposure.items()):
-        q = float(e.get("qty") or 0)
-        side = "long" if q > 0 else "short" if q < 0 else "no position"
-        prot = []
-        for k, name in (("stop_loss", "stop loss"), ("take_profit", "take profit")):
-            prot.append(f"{name} {e[k]:g}" if e.get(k) is not None else f"NO {name}")
-        what = f"{s} {side} {abs(q):g}" + (f" (entry {e['entry_price']:g})" if q and e.get("entry_price") else "")
-        parts.append(f"{what}, {', '.join(prot)}, {e.get('open_orders', 0)} open order(s)")
-    return "open on the exchange: " + "; ".join(parts) + "."
+    return "open on the exchange: " + "; ".join(holding_words(s, e) for s, e in sorted(exposure.items())) + "."
 
 
 def _warn(msg: str) -> None:
-    import sys
 
     print(f"pocklib: {msg}", file=sys.stderr, flush=True)
 
 
-async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: Any = None,
-                      env: dict[str, str] | None = None, tick_s: float = 0.5,
+class SessionView(Protocol):
+    """What the loop needs from a dashboard (:class:`pocklib.dashboard.Dashboard`)."""
+
+    def update(self, sess: Session, force: bool = False) -> None: ...
+
+    def finish(self, sess: Session) -> None: ...
+
+
+@dataclass
+class _Conn:
+    """The connections of one run: the venue, two REST clients and the broker."""
+
+    venue: Venue
+    md_client: Any  # python-binance Client (untyped): market data for the stream's backfill
+    wu_client: Any  # python-binance Client: warm-up and the paper broker's clock
+    broker: Broker
+    sim: Simulator | None  # the simulator, when venue "sim" runs in this process
+    started_sim: Simulator | None  # ... and was started here (stopped at the end)
+
+
+async def run_session(*, broker: str = "binance", dashboard: SessionView | None = None,
+                      sim: Simulator | None = None, env: dict[str, str] | None = None, tick_s: float = 0.5,
                       broker_options: dict[str, Any] | None = None, **params: Any) -> SessionResult:
     """Run one live session (or dry run with ``broker="paper"``) and write its report.
 
@@ -320,44 +372,74 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
 
     Phases: connect (exchange filters, settings); check the journal in ``out_dir`` and what is
     open on the exchange (:class:`SessionRefused` before any order when they do not fit);
-    start or resume (:func:`pocklib.resume.reconcile`); warm up; the loop. The session stops on
-    target, max loss, time, interrupt (SIGINT) or error; it then flattens (even when the
-    journal or the disk fails), asks the exchange what is still open, and writes journal.jsonl,
-    trades.csv, stats.json, report.md (and charts.html) to ``out_dir`` or, when that cannot be
-    written, to the journal's fallback folder (named on stderr). An error is re-raised after
-    the flatten and the report. ``dashboard``: an object with ``update(session)`` /
-    ``finish(session)``. ``broker_options``: keyword arguments for the Binance broker (tests).
-    Await it (``await run_session(...)`` in a notebook cell).
+    open (journal + session: start, or resume from the journal); warm up; reconcile a resumed
+    session (:func:`pocklib.resume.reconcile`); the loop; finish. The session stops on target,
+    max loss, time, interrupt (SIGINT) or error; it then flattens (even when the journal or the
+    disk fails), asks the exchange what is still open, and writes journal.jsonl, trades.csv,
+    stats.json, report.md (and charts.html) to ``out_dir`` or, when that cannot be written, to
+    the journal's fallback folder (named on stderr). An error is re-raised after the flatten
+    and the report. ``dashboard``: see :class:`SessionView`. ``broker_options``: keyword
+    arguments for the Binance broker (tests). Await it (``await run_session(...)``).
     """
-    import asyncio
-    from pathlib import Path
-
-    from pocklib import journal as jmod
-    from pocklib.errors import redact
-    from pocklib.stream import candles, fetch_closed, rest_backfill
-    from pocklib.venues import sim_venue
-
     p = plan(broker, env, **params)
-    rules = p.rules
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "journal.jsonl"
     state, refusal = _journal_verdict(jpath, p)
     if state is not None and state.over:  # same session, already over and flat: report only
-        return _finished_result(state, rules, out)
-    started_sim = None
+        return _finished_result(state, p.rules, out)
+    conn = _connect(p, sim, broker_options)
+    jr: Journal | None = None
+    sess: Session | None = None
+    error: BaseException | None = None
+    stream_stats: dict[str, Any] = {}
+    result: SessionResult | None = None
+    try:
+        rules, mine = await asyncio.to_thread(_check_start, conn.broker, p, state, refusal)
+        jr = Journal(jpath)
+        sess = await asyncio.to_thread(_open, conn.broker, jr, p, rules, state, mine)
+        await _warm_up(sess, state, conn)
+        if state is not None:
+            await asyncio.to_thread(reconcile, sess, state, conn.broker)
+            if state.stop is not None:
+                sess.stop(state.stop["reason"])
+        if dashboard is not None:
+            dashboard.update(sess, force=True)
+        if not sess.stopped:
+            stream_stats = await _stream(sess, conn, dashboard, tick_s)
+    except BaseException as e:
+        error = e
+        if jr is not None:
+            jr.append_best_effort("error", t=sess.now if sess else 0, error=type(e).__name__,
+                                  message=redact(str(e))[:500])
+    finally:
+        if sess is not None:
+            result = await asyncio.to_thread(_finish, sess, error, p, conn.broker, stream_stats, jr, out, dashboard)
+            error = error or result.stats.pop("_io_error", None)
+        if jr is not None:
+            jr.close()
+        if conn.started_sim is not None:
+            conn.started_sim.stop()
+    if error is not None and not isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        raise error
+    if result is None:  # an interrupt before the session existed: nothing was traded
+        raise KeyboardInterrupt
+    return result
 
-    # venue, broker (connections start here)
+
+def _connect(p: Plan, sim: Simulator | None, broker_options: dict[str, Any] | None) -> _Conn:
+    """The venue (starting the simulator for venue "sim" when none is given), clients, broker."""
+    rules, started = p.rules, None
     if p.venue == "sim":
         if sim is None and p.attach is None:
-            from pocklib.sim import Simulator
+            from pocklib.sim import Simulator  # the simulator's server stack, only when it runs here
 
             assert p.frames is not None
             first = next(iter(p.frames.values()))
             sc = int(np.ceil(rules.session_ms / rules.interval_ms))
             row = max(rules.slow + 12, min(200, len(first) - sc - 3))
-            sim = started_sim = Simulator(p.frames, interval=rules.interval, speed=p.speed,
-                                          start=first.index[row], fee_rate=rules.fee_rate)
+            sim = started = Simulator(p.frames, interval=rules.interval, speed=p.speed, start=first.index[row],
+                                      fee_rate=rules.fee_rate)
             sim.start()
         if sim is not None:
             v = sim_venue(sim)
@@ -366,104 +448,94 @@ async def run_session(*, broker: str = "binance", dashboard: Any = None, sim: An
             v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),
                           api_key=a["POCKLIB_SIM_API_KEY"], api_secret=a["POCKLIB_SIM_API_SECRET"], speed=p.speed)
     elif p.broker == "binance":
+        assert p.venue_obj is not None
         v = p.venue_obj
     else:
         v = _market_venue(p.venue)
-    md_client = v.make_client()  # market data for the stream's backfill (worker thread)
-    wu_client = v.make_client()  # warm-up and paper clock (loop thread)
+    md_client, wu_client = v.make_client(), v.make_client()
+    brk: Broker
     if p.broker == "binance":
-        from pocklib.brokers.binance import BinanceBroker
-
-        brk: Any = BinanceBroker(v, session_id=p.session_id or "pocklib", **(broker_options or {}))
+        brk = BinanceBroker(v, session_id=p.session_id or "pocklib", **(broker_options or {}))
     else:
-        from pocklib.brokers.paper import PaperBroker
-
         brk = PaperBroker(clock=lambda: int(wu_client.futures_time()["serverTime"]))
-    jr: Any = None
-    sess: Session | None = None
-    error: BaseException | None = None
-    stream_stats: dict[str, Any] = {}
-    result: SessionResult | None = None
-    try:
-        specs = await asyncio.to_thread(brk.start, rules)
-        rules = rules.with_(specs={**rules.specs, **specs})
-        exposure = await asyncio.to_thread(brk.exposure)
-        if refusal is not None:
-            raise SessionRefused(f"{refusal} {describe_open(exposure)}")
-        mine = {s: e for s, e in exposure.items() if s in rules.symbols}
-        on_existing = p.on_existing
-        if state is None and mine and on_existing == "refuse":
-            raise SessionRefused(f"a new session would start with {describe_open(mine)} Nothing was sent. Close "
-                                 "them yourself, or rerun with on_existing='flatten' (pocklib closes them and "
-                                 "cancels the orders first) or on_existing='adopt' (a long becomes the session's "
-                                 "position, protected by its SL/TP).")
-        if state is None and on_existing == "adopt":
-            short = [s for s, e in mine.items() if float(e.get("qty") or 0) < 0]
-            if short:
-                raise SessionRefused(f"on_existing='adopt' takes longs only; {describe_open(mine)} Nothing was "
-                                     "sent. Close the short(s) or use on_existing='flatten'.")
-        now = int(await asyncio.to_thread(brk.server_time))
-        sid = p.session_id or (state.session_id if state else f"{p.venue}-{ts(now):%Y%m%dT%H%M%S}")
-        if hasattr(brk, "session_id"):
-            brk.session_id = sid
-        jr = jmod.Journal(jpath)
-        start_ms, end_ms = (now, now + rules.session_ms) if state is None else (state.start_ms, state.end_ms)
-        # the session exists (and knows the journal's positions) before the first write, so a
-        # journal that cannot be written still ends in a flatten
-        sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms,
-                       clock=brk.server_time, max_age_ms=max_signal_age_ms(rules, p.venue, p.speed))
-        sess.now = max(now, start_ms)
-        if state is None:
-            jr.append("session_start", t=now, session_id=sid, venue=p.venue, broker=brk.name, start_ms=start_ms,
-                      end_ms=end_ms, rules=rules.to_dict(), specs={s: vars(sp) for s, sp in specs.items()})
-        else:
-            rebuild_book(sess, state)
-            jr.append("resume", t=now, session_id=sid, resumes=state.resumes + 1, done=state.done_candle,
-                      unresolved=[o["cid"] for o in state.unresolved])
-        if state is None and mine:
-            await asyncio.to_thread(_existing, sess, mine, on_existing)
-        # warm-up: enough closed history that the first live candle can already signal
-        for s in rules.symbols:
-            done = state.done_candle.get(s) if state is not None else None
-            upto = done + rules.interval_ms if done is not None else start_ms
-            hist = await asyncio.to_thread(fetch_closed, wu_client, s, rules.interval, rules.slow + 10, upto,
-                                           policy=WARMUP_RETRY, sleep=getattr(brk, "_sleep", time.sleep))
-            jr.append("warmup", t=now, symbol=s, candles=len(hist), closes=[c.close for c in hist],
-                      first_open=hist[0].open_time if hist else None, last_open=hist[-1].open_time if hist else None)
-            for c in hist:
-                sess.warm(s, c.open_time, c.close)
-        if state is not None:
-            await asyncio.to_thread(reconcile, sess, state, brk)
-            if state.stop is not None:
-                sess.stop(state.stop["reason"])
-        if dashboard is not None:
-            dashboard.update(sess, force=True)
-        if not sess.stopped:
-            stream = candles(v.ws_url, rules.symbols, rules.interval, rest_backfill(md_client, rules.interval),
-                             since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
-                             stream_path=v.stream_path)
-            await _loop(sess, stream, brk, dashboard, tick_s,
-                        data_done=(lambda: sim.done) if sim is not None and hasattr(sim, "done") else None)
-            stream_stats = stream.stats.as_dict()
-    except BaseException as e:  # noqa: BLE001 - every way out must flatten
-        error = e
-        if jr is not None:
-            jr.append_best_effort("error", t=sess.now if sess else 0, error=type(e).__name__,
-                                  message=redact(str(e))[:500])
-    finally:
-        if sess is not None:
-            result = await asyncio.to_thread(_finish, sess, error, p, brk, stream_stats, jr, out, dashboard)
-            error = error or result.stats.pop("_io_error", None)
-        if jr is not None:
-            jr.close()
-        if started_sim is not None:
-            started_sim.stop()
-    if error is not None and not isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
-        raise error
-    return result  # type: ignore[return-value]
+    return _Conn(v, md_client, wu_client, brk, sim, started)
 
 
-def _existing(sess: Session, mine: dict[str, dict[str, Any]], how: str) -> None:
+def _check_start(brk: Broker, p: Plan, state: ResumeState | None, refusal: str | None) -> tuple[Rules, Exposure]:
+    """Read the exchange's filters and what is open on the session's symbols; refuse (before
+    any order) a journal that does not fit, or a new session meeting open positions/orders
+    that ``on_existing`` does not say what to do with. Returns the rules with the exchange's
+    specs and what is open on the session's symbols."""
+    specs = brk.start(p.rules)
+    rules = p.rules.with_(specs={**p.rules.specs, **specs})
+    exposure = brk.exposure()
+    if refusal is not None:
+        raise SessionRefused(f"{refusal} {describe_open(exposure)}")
+    mine = {s: e for s, e in exposure.items() if s in rules.symbols}
+    if state is None and mine and p.on_existing == "refuse":
+        raise SessionRefused(f"a new session would start with {describe_open(mine)} Nothing was sent. Close "
+                             "them yourself, or rerun with on_existing='flatten' (pocklib closes them and "
+                             "cancels the orders first) or on_existing='adopt' (a long becomes the session's "
+                             "position, protected by its SL/TP).")
+    if state is None and p.on_existing == "adopt" and any(float(e["qty"] or 0) < 0 for e in mine.values()):
+        raise SessionRefused(f"on_existing='adopt' takes longs only; {describe_open(mine)} Nothing was sent. "
+                             "Close the short(s) or use on_existing='flatten'.")
+    return rules, mine
+
+
+def _open(brk: Broker, jr: Journal, p: Plan, rules: Rules, state: ResumeState | None, mine: Exposure) -> Session:
+    """The session, then its first journal record (``session_start``, or ``resume`` after the
+    book is rebuilt): the session exists first, so a journal that cannot be written still
+    ends in a flatten."""
+    now = int(brk.server_time())
+    sid = p.session_id or (state.session_id if state else f"{p.venue}-{ts(now):%Y%m%dT%H%M%S}")
+    if isinstance(brk, BinanceBroker):
+        brk.session_id = sid
+    start_ms, end_ms = (now, now + rules.session_ms) if state is None else (state.start_ms, state.end_ms)
+    sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms,
+                   clock=brk.server_time, max_age_ms=max_signal_age_ms(rules, p.venue, p.speed))
+    sess.now = max(now, start_ms)
+    if state is None:
+        jr.append("session_start", t=now, session_id=sid, venue=p.venue, broker=brk.name, start_ms=start_ms,
+                  end_ms=end_ms, rules=rules.to_dict(), specs={s: vars(sp) for s, sp in rules.specs.items()})
+        if mine:
+            _existing(sess, mine, p.on_existing)
+    else:
+        rebuild_book(sess, state)
+        jr.append("resume", t=now, session_id=sid, resumes=state.resumes + 1, done=state.done_candle,
+                  unresolved=[o["cid"] for o in state.unresolved])
+    return sess
+
+
+async def _warm_up(sess: Session, state: ResumeState | None, conn: _Conn) -> None:
+    """Enough closed history over REST that the first live candle can already signal (after
+    a restart: up to the last candle the journal handled)."""
+    rules = sess.rules
+    sleep = conn.broker._sleep if isinstance(conn.broker, BinanceBroker) else time.sleep
+    for s in rules.symbols:
+        done = state.done_candle.get(s) if state is not None else None
+        upto = done + rules.interval_ms if done is not None else sess.start_ms
+        hist = await asyncio.to_thread(fetch_closed, conn.wu_client, s, rules.interval, rules.slow + 10, upto,
+                                       policy=WARMUP_RETRY, sleep=sleep)
+        sess.journal.append("warmup", t=sess.now, symbol=s, candles=len(hist), closes=[c.close for c in hist],
+                            first_open=hist[0].open_time if hist else None,
+                            last_open=hist[-1].open_time if hist else None)
+        for c in hist:
+            sess.warm(s, c.open_time, c.close)
+
+
+async def _stream(sess: Session, conn: _Conn, dashboard: SessionView | None, tick_s: float) -> dict[str, Any]:
+    """The live loop on the kline stream; returns the stream's counters."""
+    rules, sim = sess.rules, conn.sim
+    stream = candles(conn.venue.ws_url, rules.symbols, rules.interval, rest_backfill(conn.md_client, rules.interval),
+                     since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
+                     stream_path=conn.venue.stream_path)
+    await _loop(sess, stream, conn.broker, dashboard, tick_s,
+                data_done=(lambda: sim.done) if sim is not None else None)
+    return stream.stats.as_dict()
+
+
+def _existing(sess: Session, mine: Exposure, how: str) -> None:
     """A new session meets positions or orders on its symbols: flatten them or adopt the longs."""
     sess.journal.append("existing", t=sess.now, action=how, open=mine)
     if how == "flatten":
@@ -480,11 +552,10 @@ def _existing(sess: Session, mine: dict[str, dict[str, Any]], how: str) -> None:
         qty = float(e.get("qty") or 0)
         if qty <= 0:
             continue
-        from pocklib.brokers.base import Fill
 
         candle = (sess.now // iv) * iv
         fill = Fill(symbol=s, side="BUY", qty=qty, price=float(e["entry_price"]), fee=0.0, time=sess.now,
-                    reason="adopted", client_id=f"adopt-{s}-{candle // 1000}")
+                    reason="adopted", client_id=client_id(sess.session_id, s, candle, "adopt"))
         sess.apply_entry_fill(fill, candle)
 
 
@@ -493,10 +564,7 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
     """Stop (flatten, check the exchange), then journal the end and write the report; an I/O
     failure writes the report to the journal's fallback folder and is returned in
     ``stats["_io_error"]`` so the run ends non-zero. Never skips the flatten."""
-    import asyncio
 
-    from pocklib import report
-    from pocklib.errors import redact
 
     if not sess.stopped:
         reason = "interrupted" if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) else "error"
@@ -516,7 +584,6 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
         report.write(out, result, sess.rules, title=title)
     except OSError as e:
         io_error = io_error or e
-        from pocklib.journal import fallback_path_for
 
         alt = fallback_path_for(out / "journal.jsonl").parent
         try:
@@ -525,7 +592,7 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
         except OSError as e2:
             _warn(f"the report could not be written to {out} ({e}) nor to {alt} ({e2})")
     if jr is not None:  # after the report: a crash before this record reruns the finish
-        jr.append_best_effort("end", t=sess.now, stats=_jsonable(result.stats))
+        jr.append_best_effort("end", t=sess.now, stats=jsonable(result.stats))
         if getattr(jr, "write_error", None) is not None:
             io_error = io_error or jr.write_error
     if sess.flat_check != "flat":
@@ -542,9 +609,8 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
     """Feed stream events to the session until it stops; time checks when the stream is quiet.
     ``data_done``: a simulator that has replayed all its candles (its clock stops there) ends
     the session with "data_end" instead of waiting for a time that never comes."""
-    import asyncio
 
-    q: asyncio.Queue = asyncio.Queue()
+    q: asyncio.Queue[Candle | BaseException] = asyncio.Queue()
     done = False
 
     async def pump() -> None:
@@ -553,7 +619,7 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
                 if done:
                     return
                 await q.put(c)
-        except BaseException as e:  # noqa: BLE001 - handed to the loop
+        except BaseException as e:
             await q.put(e)
 
     task = asyncio.create_task(pump())
@@ -566,7 +632,7 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
                     break
                 try:
                     item = await asyncio.wait_for(q.get(), timeout=tick_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     sess.on_time(await asyncio.to_thread(brk.server_time))
                     if not sess.stopped and data_done is not None and data_done() and q.empty():
                         quiet += 1
@@ -590,21 +656,13 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
                 break
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    from pocklib.journal import _clean
-
-    return _clean(d, ())
-
-
 def _finished_result(state: ResumeState, rules: Rules, out: Any) -> SessionResult:
     """The result of a session whose journal is complete (re-running it trades nothing)."""
-    from pocklib.brokers.paper import PaperBroker
 
     sess = Session(rules, PaperBroker(), session_id=state.session_id, start_ms=state.start_ms, end_ms=state.end_ms)
     rebuild_book(sess, state)
     sess.stopped, sess.stop_reason = True, state.stop["reason"] if state.stop else None
     res = sess.result()
-    import json
 
     stats_path = out / "stats.json"
     if stats_path.exists():

@@ -36,20 +36,23 @@ is the async live loop around it (stream, warm-up, journal, flatten, report) and
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from pocklib.book import Book, trades_frame
+from pocklib.brokers.base import Broker
+from pocklib.brokers.paper import PaperBroker
+from pocklib.errors import redact
+from pocklib.journal import NullJournal
+from pocklib.ids import client_id
+from pocklib.model import STOP_REASONS, Candle, Exposure, Fill
 from pocklib.rules import Rules, order_qty
 from pocklib.signals import Crossover
-
-from pocklib.stream import Candle
-
-STOP_REASONS = ("target", "max_loss", "time", "data_end", "interrupted", "error")
 
 
 class JournalLike(Protocol):
@@ -58,28 +61,13 @@ class JournalLike(Protocol):
     def append_best_effort(self, kind: str, **fields: Any) -> dict[str, Any]: ...
 
 
-def client_id(session_id: str, symbol: str, candle_open_ms: int, action: str) -> str:
-    """Deterministic client order id (<= 36 chars, Binance's ``[.A-Z:/a-z0-9_-]``).
-
-    ``pk<8 hex of sha1(session_id)>-<symbol>-<candle open time, seconds, base 36>-<action>``;
-    action: "o" open, "c" signal close, "e" end (flatten) close, "p" protection (SL/TP).
-    Same inputs -> same id, so a retried or resumed order is recognised by the exchange.
-    """
-    h = hashlib.sha1(session_id.encode()).hexdigest()[:8]
-    t = int(candle_open_ms) // 1000
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    b36 = ""
-    while True:
-        t, r = divmod(t, 36)
-        b36 = digits[r] + b36
-        if t == 0:
-            break
-    return f"pk{h}-{symbol[:14]}-{b36}-{action}"
-
-
 def ts(ms: int) -> pd.Timestamp:
     """ms since epoch -> UTC Timestamp."""
     return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+#: One closed candle for the report: open time ms; open, high, low, close USD; fast, slow MA USD.
+CandleRow = tuple[int, float, float, float, float, float | None, float | None]
 
 
 @dataclass
@@ -138,20 +126,18 @@ class Session:
     def __init__(
         self,
         rules: Rules,
-        broker: Any,
+        broker: Broker,
         *,
         session_id: str = "replay",
         journal: JournalLike | None = None,
         start_ms: int = 0,
         end_ms: int | None = None,
         stops: bool = True,
-        on_change: Callable[["Session", Any], None] | None = None,
+        on_change: Callable[[Session, Candle], None] | None = None,
         record: bool = True,
         clock: Callable[[], int] | None = None,
         max_age_ms: int | None = None,
     ) -> None:
-        from pocklib.journal import NullJournal
-
         self.rules = rules
         self.broker = broker
         self.session_id = session_id
@@ -173,7 +159,7 @@ class Session:
         self.closed_candles = 0
         # display/report series (small: one row per closed candle / fill)
         self.equity_rows: list[tuple[int, float, float]] = []
-        self.candle_rows: dict[str, list[tuple[int, float, float, float, float, float | None, float | None]]] = {
+        self.candle_rows: dict[str, list[CandleRow]] = {
             s: [] for s in rules.symbols
         }
         self.fill_rows: list[dict[str, Any]] = []
@@ -186,7 +172,7 @@ class Session:
         self.stopping = False
         self.journal_errors: list[str] = []  # journal writes that failed while stopping
         self.flatten_errors: list[str] = []  # broker errors met while flattening
-        self.open_at_end: dict[str, dict[str, Any]] | None = None  # broker.exposure() after the flatten
+        self.open_at_end: Exposure | None = None  # broker.exposure() after the flatten
         self.flat_check = "not run"  # "flat" | "NOT FLAT" | "UNKNOWN" | "not run"
 
     # -- journal ---------------------------------------------------------------------------
@@ -296,7 +282,8 @@ class Session:
 
     def _fill_pending(self, c: Candle, pre_empted: bool = False) -> None:
         st = self.sym[c.symbol]
-        side, sig_open = st.pending  # type: ignore[misc]
+        assert st.pending is not None
+        side = st.pending[0]
         st.pending = None
         if pre_empted:
             self._j("pending_dropped", t=self.now, symbol=c.symbol, side=side, reason="stop")
@@ -347,7 +334,7 @@ class Session:
             return None
         return int(self.clock()) - int(fill_ms)
 
-    def apply_entry_fill(self, fill: Any, candle_open: int) -> None:
+    def apply_entry_fill(self, fill: Fill, candle_open: int) -> None:
         self._j("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
         pos = self.book.open(fill.symbol, ts(candle_open), float(fill.price), float(fill.qty), float(fill.fee))
         self.record_fill(fill, candle_open)
@@ -376,14 +363,14 @@ class Session:
         self.apply_exit_fill(fill, candle_open, fill.reason if fill.reason in ("stop_loss", "take_profit") else reason)
         return True
 
-    def apply_exit_fill(self, fill: Any, candle_open: int, reason: str | None = None) -> None:
+    def apply_exit_fill(self, fill: Fill, candle_open: int, reason: str | None = None) -> None:
         reason = reason or fill.reason
         self._j("fill", t=self.now, book_time=candle_open, **_fill_dict(fill))
         if self.book.position(fill.symbol) is not None:
             self.book.close(fill.symbol, ts(candle_open), float(fill.price), float(fill.fee), reason)
         self.record_fill(fill, candle_open)
 
-    def record_fill(self, fill: Any, candle_open: int) -> None:
+    def record_fill(self, fill: Fill, candle_open: int) -> None:
         if self.record:
             self.fill_rows.append({"symbol": fill.symbol, "side": fill.side, "price": float(fill.price),
                                    "qty": float(fill.qty), "reason": fill.reason, "time": ts(candle_open)})
@@ -433,7 +420,7 @@ class Session:
                 price = st.price if st.price is not None else pos.entry_price
                 try:
                     self._exit(s, price, fill_ms=self.now, candle_open=st.cur_open, reason="end", action="e")
-                except Exception as e:  # noqa: BLE001 - the broker's flatten below tries again
+                except Exception as e:
                     self._flatten_error(f"close {s}", e)
         for k in range(attempts):
             self._j("flatten", t=self.now, attempt=k + 1)
@@ -442,15 +429,13 @@ class Session:
                 for f in self.broker.flatten(self.now) or []:
                     self.apply_exit_fill(f, self.sym[f.symbol].cur_open if f.symbol in self.sym else self.now,
                                          f.reason if f.reason in ("stop_loss", "take_profit") else "end")
-            except Exception as e:  # noqa: BLE001 - it already kept trying; say what is left
+            except Exception as e:
                 self._flatten_error("flatten", e)
                 failed = True
             if self.check_flat() or failed or self.flat_check == "UNKNOWN":
                 break
 
     def _flatten_error(self, what: str, e: BaseException) -> None:
-        from pocklib.errors import redact
-
         msg = f"{what}: {type(e).__name__}: {redact(str(e))[:400]}"
         self.flatten_errors.append(msg)
         self._j("error", t=self.now, error=type(e).__name__, message=msg, during="flatten")
@@ -460,7 +445,7 @@ class Session:
         :attr:`open_at_end`, :attr:`flat_check` and the counts. True when flat."""
         try:
             exp = self.broker.exposure()
-        except Exception as e:  # noqa: BLE001 - the report must say "unknown", not crash
+        except Exception as e:
             self._flatten_error("exchange check", e)
             self.open_at_end, self.flat_check = None, "UNKNOWN"
             self.open_positions_at_end = self.open_orders_at_end = None
@@ -477,7 +462,7 @@ class Session:
     # -- results ---------------------------------------------------------------------------
     def result(self) -> SessionResult:
         b = self.book
-        st = b.stats()
+        st: dict[str, Any] = dict(b.stats())
         st.update(stop_reason=self.stop_reason, open_positions_at_end=self.open_positions_at_end,
                   open_orders_at_end=self.open_orders_at_end, flat_check=self.flat_check,
                   open_at_end=self.open_at_end, flatten_errors=list(self.flatten_errors),
@@ -501,7 +486,7 @@ class Session:
         )
 
 
-def _fill_dict(f: Any) -> dict[str, Any]:
+def _fill_dict(f: Fill) -> dict[str, Any]:
     return {"symbol": f.symbol, "side": f.side, "qty": float(f.qty), "price": float(f.price), "fee": float(f.fee),
             "time": int(f.time), "reason": f.reason, "cid": f.client_id,
             "order_id": None if f.order_id is None else str(f.order_id)}
@@ -509,11 +494,11 @@ def _fill_dict(f: Any) -> dict[str, Any]:
 
 # -- replay --------------------------------------------------------------------------------
 
-def _index_ms(idx: pd.Index) -> np.ndarray:
+def _index_ms(idx: pd.Index) -> npt.NDArray[np.int64]:
     """Open times of a frame index as int64 ms since epoch."""
     if not isinstance(idx, pd.DatetimeIndex):
         raise ValueError("frames: index must be a UTC DatetimeIndex of candle open times")
-    return idx.as_unit("ms").asi8.astype(np.int64)
+    return np.asarray(idx.as_unit("ms").asi8, dtype=np.int64)
 
 
 def _to_ms(t: Any) -> int:
@@ -531,7 +516,7 @@ def replay(
     start: Any = None,
     stops: bool = True,
     *,
-    broker: Any = None,
+    broker: Broker | None = None,
     journal: JournalLike | None = None,
     session_id: str = "replay",
     record: bool = True,
@@ -560,8 +545,6 @@ def replay(
 
     Returns :class:`SessionResult` (trades, total_pnl, stop_reason, ...).
     """
-    from pocklib.brokers.paper import PaperBroker
-
     syms = [s for s in rules.symbols if s in frames]
     if not syms:
         raise ValueError(f"frames: none of rules.symbols {list(rules.symbols)} in frames {list(frames)}")

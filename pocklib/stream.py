@@ -28,13 +28,15 @@ import logging
 import math
 import random
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from pocklib import retry
+from pocklib.model import Candle
 from pocklib.retry import RetryPolicy
 from pocklib.rules import INTERVAL_MS
 from pocklib.venues import STREAM_PATH, stream_url
@@ -50,35 +52,16 @@ DEFAULT_IDLE_TIMEOUT_S = 120.0
 KLINES_MAX_LIMIT = 1500
 
 
-@dataclass(frozen=True)
-class Candle:
-    """One kline. ``open_time``/``close_time``/``event_time``: ms since epoch (exchange clock;
-    ``close_time = open_time + interval - 1``); prices USD; ``volume`` base asset;
-    ``closed``: Binance ``x`` (final update of the candle). Candles loaded over REST carry
-    ``event_time = close_time + 1`` (the moment they are known to be closed)."""
-
-    symbol: str
-    open_time: int
-    close_time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    closed: bool
-    event_time: int
-
-
 # Parsing -----------------------------------------------------------------------------------
 
-def _int(d: dict, key: str, where: str) -> int:
+def _int(d: dict[str, Any], key: str, where: str) -> int:
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"kline message: field {where}{key!r} must be an integer (ms); got {v!r}")
     return v
 
 
-def _num(d: dict, key: str, where: str) -> float:
+def _num(d: dict[str, Any], key: str, where: str) -> float:
     v = d.get(key)
     if isinstance(v, str):
         try:
@@ -94,13 +77,13 @@ def _num(d: dict, key: str, where: str) -> float:
     return f
 
 
-def _unwrap(msg: Any) -> dict:
+def _unwrap(msg: Any) -> dict[str, Any]:
     if isinstance(msg, (bytes, bytearray)):
         msg = msg.decode("utf-8", errors="replace")
     if isinstance(msg, str):
         try:
             msg = json.loads(msg)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise ValueError(f"kline message: not valid JSON ({e.msg} at char {e.pos})") from None
     if not isinstance(msg, dict):
         raise ValueError(f"kline message: expected a JSON object; got {type(msg).__name__}")
@@ -133,10 +116,10 @@ def parse_kline(msg: Any, interval: str | None = None) -> Candle:
         raise ValueError(f"kline message: interval 'k.i' must be {interval!r}; got {k.get('i')!r}")
     event_time = _int(ev, "E", "")
     t, T = _int(k, "t", "k."), _int(k, "T", "k.")
-    if T <= t:
+    if t >= T:
         raise ValueError(f"kline message: close time 'k.T' ({T}) must be after open time 'k.t' ({t})")
     iv = k.get("i")
-    if isinstance(iv, str) and iv in INTERVAL_MS and T != t + INTERVAL_MS[iv] - 1:
+    if isinstance(iv, str) and iv in INTERVAL_MS and t + INTERVAL_MS[iv] - 1 != T:
         raise ValueError(f"kline message: 'k.T' must be 'k.t' + {iv} - 1 ms; got t={t}, T={T}")
     o, h, lo, c = (_num(k, f, "k.") for f in ("o", "h", "l", "c"))
     v = _num(k, "v", "k.")
@@ -157,7 +140,7 @@ def candle_from_rest(symbol: str, row: Any) -> Candle:
     d = {"t": row[0], "o": row[1], "h": row[2], "l": row[3], "c": row[4], "v": row[5], "T": row[6]}
     t, T = _int(d, "t", "row."), _int(d, "T", "row.")
     o, h, lo, c = (_num(d, f, "row.") for f in ("o", "h", "l", "c"))
-    if T <= t or h < lo:
+    if t >= T or h < lo:
         raise ValueError(f"kline row: inconsistent times or prices; got {row!r:.160}")
     return Candle(symbol.upper(), t, T, o, h, lo, c, _num(d, "v", "row."), True, T + 1)
 
@@ -309,7 +292,7 @@ class CandleStream:
     def backoff_s(self, attempt: int) -> float:
         """Delay before reconnect ``attempt`` (1-based): exponential, capped, full jitter in [50 %, 100 %]."""
         base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, attempt - 1)))
-        return base * (0.5 + 0.5 * self._rng.random())
+        return float(base * (0.5 + 0.5 * self._rng.random()))
 
     async def _run(self) -> AsyncIterator[Candle]:
         attempt = 0  # consecutive failures
@@ -321,7 +304,7 @@ class CandleStream:
             try:
                 ws = await websockets.connect(self.url, open_timeout=self.open_timeout_s, close_timeout=1.0,
                                               max_size=2**20)
-            except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as e:
                 self.stats.failures += 1
                 attempt += 1
                 log.warning("kline stream: connect failed (%s); retry %d", type(e).__name__, attempt)
@@ -347,7 +330,7 @@ class CandleStream:
                         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
                         async with asyncio.timeout(min(self.idle_timeout_s, self.max_age_s - age)):
                             raw = await ws.recv()
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         if time.monotonic() - connected_at >= self.max_age_s:
                             continue  # rotation, handled at the top of the loop
                         raise _Reconnect(f"no message for {self.idle_timeout_s:.0f} s") from None
@@ -355,7 +338,7 @@ class CandleStream:
                     attempt = 0
                     async for c in self._handle(raw):
                         yield c
-            except (ConnectionClosed, OSError, _Reconnect, asyncio.TimeoutError) as e:
+            except (TimeoutError, ConnectionClosed, OSError, _Reconnect) as e:
                 self.stats.failures += 1
                 attempt += 1
                 log.warning("kline stream: connection lost (%s: %s); reconnecting",
@@ -385,8 +368,8 @@ class CandleStream:
             return
         # A candle after last+interval means the candle(s) in between closed unseen: fetch them
         # before going on (once per target while updates stream; always on a closed frame).
-        if last is not None and self.backfill and c.open_time > last + self.interval_ms:
-            if c.closed or self._gap_tried.get(c.symbol) != c.open_time:
+        if (last is not None and self.backfill and c.open_time > last + self.interval_ms
+                and (c.closed or self._gap_tried.get(c.symbol) != c.open_time)):
                 self._gap_tried[c.symbol] = c.open_time
                 async for b in self._fill(c.symbol, last + self.interval_ms, until=c.open_time):
                     yield b

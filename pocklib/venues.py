@@ -28,8 +28,9 @@ symbols and client ids. A short key is accepted as it is, and nothing is logged 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from pocklib.errors import install_log_redaction, register_secret
 
@@ -90,10 +91,10 @@ class Keys:
     def __reduce__(self) -> Any:  # keep secrets out of pickles (journals, notebook state)
         raise TypeError("Keys are not picklable: read them from the environment again")
 
-    def __copy__(self) -> "Keys":  # immutable: copies (dataclasses.asdict, deepcopy) share it
+    def __copy__(self) -> Keys:  # immutable: copies (dataclasses.asdict, deepcopy) share it
         return self
 
-    def __deepcopy__(self, memo: dict) -> "Keys":
+    def __deepcopy__(self, memo: dict[int, Any]) -> Keys:
         return self
 
 

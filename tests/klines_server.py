@@ -60,11 +60,11 @@ class KlinesServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "KlinesServer":
+    def start(self) -> KlinesServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:   # the name http.server calls
                 u = urlparse(self.path)
                 q = {k: v[-1] for k, v in parse_qs(u.query).items()}
                 with server._lock:
@@ -101,7 +101,7 @@ class KlinesServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "KlinesServer":
+    def __enter__(self) -> KlinesServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -156,6 +156,6 @@ class KlinesServer:
              num(tb), num(tq), "0"]
             for t, o, h, lo, c, v, qv, n, tb, tq in zip(
                 ms[idx], f["open"], f["high"], f["low"], f["close"], f["volume"], f["quote_volume"],
-                f["trades"], f["taker_buy_base"], f["taker_buy_quote"])
+                f["trades"], f["taker_buy_base"], f["taker_buy_quote"], strict=True)
         ]
         return 200, rows

@@ -21,14 +21,14 @@ def frame(rows: list[tuple[float, float, float, float]] | None = None, n: int = 
         c = base * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
         o = np.r_[base, c[:-1]]
         h = np.maximum(o, c) * (1 + rng.uniform(0, 0.001, n))
-        l = np.minimum(o, c) * (1 - rng.uniform(0, 0.001, n))
-        o, h, l, c = (np.round(x / tick) * tick for x in (o, h, l, c))
+        lo = np.minimum(o, c) * (1 - rng.uniform(0, 0.001, n))
+        o, h, lo, c = (np.round(x / tick) * tick for x in (o, h, lo, c))
     else:
-        o, h, l, c = (np.array(x, dtype=float) for x in zip(*rows))
+        o, h, lo, c = (np.array(x, dtype=float) for x in zip(*rows, strict=True))
         n = len(rows)
     idx = pd.date_range(start, periods=n, freq="5min", tz="UTC", name="open_time")
     v = np.round(np.linspace(1.0, 5.0, n), 3)
-    return pd.DataFrame({"open": o, "high": h, "low": l, "close": c, "volume": v,
+    return pd.DataFrame({"open": o, "high": h, "low": lo, "close": c, "volume": v,
                          "quote_volume": v * c, "trades": np.arange(10, 10 + n, dtype=np.int64),
                          "taker_buy_base": v / 2, "taker_buy_quote": v * c / 2}, index=idx)
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from pocklib.brokers import Broker, Fill
-from pocklib.brokers.binance import BinanceBroker, client_order_id
+from pocklib.brokers.binance import BinanceBroker
+from pocklib.ids import client_id as client_order_id
 from pocklib.errors import BrokerError
 from pocklib.rules import Rules, order_qty
 from pocklib.sample import generate

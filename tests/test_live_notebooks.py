@@ -7,6 +7,7 @@ compare the notebook's books with the exchange's account.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -82,7 +83,13 @@ def test_committed_notebooks_are_clean():
                   "take_profit_pct", "fee_rate", "fill", "out_dir", "venue", "hours", "speed", "target_usd",
                   "max_loss_usd", "session_id", "i_understand_real_money"):
             assert f"\n{p} = " in "\n" + src, p
-        assert 'os.environ.get("POCKLIB_VENUE", "testnet")' in src
+        # plain literals only: nothing a shell exports can change a live or testnet session
+        values = {}
+        for stmt in ast.parse(src).body:
+            assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.unparse(stmt)
+            values[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+        assert values["venue"] == "testnet" and values["hours"] == 4.0
+        assert "os.environ" not in "".join(c.source for c in nbk.cells if c.cell_type == "code")
         for c in nbk.cells:
             if c.cell_type == "code":
                 assert c.outputs == [] and c.execution_count is None
@@ -150,3 +157,13 @@ def test_notebook_rejects_a_misspelt_parameter_before_connecting(tmp_path, nb):
     with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['huors'\]"):
         _run(nb, tmp_path / "out", tmp_path, venue="sim", huors=4)
     assert not (tmp_path / "out" / "journal.jsonl").exists()
+
+
+def test_headline_names_every_value_that_differs_from_the_defaults():
+    from pocklib.runner import plan
+
+    p = plan("paper", env={}, venue="sim", hours=1.0, speed=2400.0, symbols=["BTCUSDT", "ETHUSDT"])
+    head = p.headline()
+    assert "`venue='sim'` ('testnet')" in head and "`hours=1.0` (4.0)" in head
+    assert "symbols=" not in head  # the default symbols, as a list
+    assert "Set for this run" not in plan("paper", env={}).headline()

@@ -10,7 +10,8 @@ from pocklib import backtest, history, sample
 from pocklib.book import TRADE_COLUMNS
 from pocklib.journal import MemoryJournal
 from pocklib.rules import Rules
-from pocklib.session import client_id, replay
+from pocklib.ids import client_id
+from pocklib.session import replay
 from sessionkit import frame, gappy, walk
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pocklib.sim import trading
+from pocklib.sim import payloads
 from pocklib.sim.engine import ApiError, Engine
 from pocklib.sim.filters import KNOWN
 
@@ -58,10 +59,10 @@ def _check(e: Engine) -> None:
         realized = sum((f.realized_pnl for f in mine), Decimal(0))
         assert realized + pos.unrealized(e.price(s)) == cash + signed * e.price(s)
     # The wire view says the same, to the last digit.
-    acct = trading.account(e, 0, 2)
+    acct = payloads.account(e, 0, 2)
     assert Decimal(acct["totalWalletBalance"]) == e.wallet
     assert Decimal(acct["totalUnrealizedProfit"]) == e.unrealized()
-    assert Decimal(trading.balance(e, 0)[0]["balance"]) == e.wallet
+    assert Decimal(payloads.balance(e, 0)[0]["balance"]) == e.wallet
 
 
 @settings(max_examples=150, deadline=None)
@@ -131,10 +132,9 @@ def _check_single(e: Engine) -> None:
 
 def test_long_seeded_session_many_triggers():
     """2,000 random steps on one engine: the books stay exact and stops really fire."""
-    import random
     rng = random.Random(7)
     e = Engine({s: KNOWN[s] for s in SYMS}, {s: _px(s, 0) for s in SYMS}, "10000", "0.0005")
-    level = {s: 0 for s in SYMS}
+    level = dict.fromkeys(SYMS, 0)
     for t in range(1, 2001):
         s = rng.choice(SYMS)
         r = rng.random()

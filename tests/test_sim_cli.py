@@ -25,7 +25,7 @@ def test_cli_serves_sample_until_interrupted():
         assert len(rows) == 5
     finally:
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=20)
+        _, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
 
 

@@ -153,7 +153,7 @@ def test_ws_drop_at_sim_time_then_reconnect_and_backfill():
         rows = client(sim).futures_klines(symbol="BTCUSDT", interval="5m",
                                           startTime=missed[0], endTime=missed[-1])
         assert [r[0] for r in rows] == missed                   # ... and served by REST
-        assert all(r[5] == "%.3f" % f["volume"].iloc[200 + opens.index(r[0])] for r in rows)
+        assert all(r[5] == f"{f['volume'].iloc[200 + opens.index(r[0])]:.3f}" for r in rows)
         drops = [d for k, d in sim.fault_log if k == "ws"]
         assert len(drops) == 1 and opens[3] < int(drops[0].split()[-1]) < opens[4]
 

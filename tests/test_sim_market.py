@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 from simkit import client, frame
 
@@ -78,7 +79,7 @@ def test_klines_rows_types_and_history_up_to_now(sim):
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
     # The forming candle is partial: volume below the frame's full volume.
     full = frame().iloc[200]
-    assert float(last[5]) < full["volume"] and last[1] == "%.2f" % full["open"]
+    assert float(last[5]) < full["volume"] and last[1] == f"{full['open']:.2f}"
 
 
 def test_klines_start_end_limit(sim):
@@ -120,17 +121,17 @@ def test_walk_visits_extremes_and_ends_at_close():
         m = Market({"XUSDT": frame(rows, tick=0.1)}, "5m", n, start=0)
         evs = list(m.iter_events())
         assert len(evs) == 2 * (n + 1)
-        for c, (o, h, l, cl) in enumerate(rows):
+        for c, (o, h, lo, cl) in enumerate(rows):
             mine = evs[c * (n + 1):(c + 1) * (n + 1)]
             ks = [json.loads(e.raw)["k"] for e in mine]
             prices = [float(k["c"]) for k in ks]
             assert prices[0] == o and prices[-1] == cl
-            assert max(prices[:-1]) == h and min(prices[:-1]) == l
+            assert max(prices[:-1]) == h and min(prices[:-1]) == lo
             assert [k["x"] for k in ks] == [False] * n + [True]
             vols = [float(k["v"]) for k in ks]
-            assert vols == sorted(vols) and float(ks[-1]["h"]) == h and float(ks[-1]["l"]) == l
+            assert vols == sorted(vols) and float(ks[-1]["h"]) == h and float(ks[-1]["l"]) == lo
             t0 = ks[0]["t"]
-            assert [e.time for e in mine][0] == t0 and mine[-1].time == t0 + 299_999
+            assert mine[0].time == t0 and mine[-1].time == t0 + 299_999
             assert all(k["T"] == t0 + 299_999 for k in ks)
 
 
@@ -158,11 +159,10 @@ def test_frame_validation_errors():
 
 
 def test_start_as_timestamp_or_ms():
-    import pandas as pd
     f = frame(n=20)
     t5 = f.index[5]
     for start in (t5, int(t5.value // 1_000_000), pd.Timestamp("2024-01-01 00:25")):
         m = Market({"BTCUSDT": f}, "5m", 1, start=start)
         assert m.start_ms == int(t5.value // 1_000_000)
         assert m.candles_total == 15
-    assert m.initial_price("BTCUSDT") == "%.2f" % f["close"].iloc[4]
+    assert m.initial_price("BTCUSDT") == f"{f['close'].iloc[4]:.2f}"

@@ -10,36 +10,38 @@ from simkit import client, frame
 from pocklib.sim import Simulator
 
 # §2.3 "Response fields" of POST /fapi/v1/order (plus nothing Binance would not send).
-ORDER_POST = set("clientOrderId cumQty cumQuote executedQty orderId avgPrice origQty price "
-                 "reduceOnly side positionSide status stopPrice closePosition symbol timeInForce "
-                 "type origType updateTime workingType priceProtect priceMatch "
-                 "selfTradePreventionMode goodTillDate".split())
+ORDER_POST = {"clientOrderId", "cumQty", "cumQuote", "executedQty", "orderId", "avgPrice",
+              "origQty", "price", "reduceOnly", "side", "positionSide", "status", "stopPrice",
+              "closePosition", "symbol", "timeInForce", "type", "origType", "updateTime",
+              "workingType", "priceProtect", "priceMatch", "selfTradePreventionMode", "goodTillDate"}
 # §2 table: query order "includes avgPrice, cumQuote, time, updateTime".
 ORDER_QUERY = (ORDER_POST - {"cumQty"}) | {"time"}
 # §2.4 algo response fields; query responses add actual*.
-ALGO = set("algoId clientAlgoId algoType orderType symbol side positionSide timeInForce quantity "
-           "algoStatus triggerPrice price icebergQuantity selfTradePreventionMode workingType "
-           "priceMatch closePosition priceProtect reduceOnly activatePrice callbackRate createTime "
-           "updateTime triggerTime goodTillDate".split())
+ALGO = {"algoId", "clientAlgoId", "algoType", "orderType", "symbol", "side", "positionSide",
+        "timeInForce", "quantity", "algoStatus", "triggerPrice", "price", "icebergQuantity",
+        "selfTradePreventionMode", "workingType", "priceMatch", "closePosition", "priceProtect",
+        "reduceOnly", "activatePrice", "callbackRate", "createTime", "updateTime", "triggerTime",
+        "goodTillDate"}
 ALGO_QUERY = ALGO | {"actualOrderId", "actualPrice", "actualQty", "actualType"}
 # §7.5 positionRisk v3 (python-binance's fixture).
-RISK_V3 = set("symbol positionSide positionAmt entryPrice breakEvenPrice markPrice "
-              "unRealizedProfit liquidationPrice isolatedMargin notional marginAsset "
-              "isolatedWallet initialMargin maintMargin positionInitialMargin "
-              "openOrderInitialMargin adl bidNotional askNotional updateTime".split())
+RISK_V3 = {"symbol", "positionSide", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice",
+           "unRealizedProfit", "liquidationPrice", "isolatedMargin", "notional", "marginAsset",
+           "isolatedWallet", "initialMargin", "maintMargin", "positionInitialMargin",
+           "openOrderInitialMargin", "adl", "bidNotional", "askNotional", "updateTime"}
 # §2 table: balance.
-BALANCE = set("accountAlias asset balance crossWalletBalance crossUnPnl availableBalance "
-              "maxWithdrawAmount marginAvailable updateTime".split())
+BALANCE = {"accountAlias", "asset", "balance", "crossWalletBalance", "crossUnPnl",
+           "availableBalance", "maxWithdrawAmount", "marginAvailable", "updateTime"}
 # §2 table: account v2 top level.
-ACCOUNT_V2 = set("feeTier canTrade canDeposit canWithdraw multiAssetsMargin tradeGroupId "
-                 "assets positions".split())
+ACCOUNT_V2 = {"feeTier", "canTrade", "canDeposit", "canWithdraw", "multiAssetsMargin",
+              "tradeGroupId", "assets", "positions"}
 # §2.1 exchangeInfo.
-INFO_TOP = set("exchangeFilters rateLimits serverTime assets symbols timezone".split())
-INFO_SYMBOL = set("symbol pair contractType deliveryDate onboardDate status maintMarginPercent "
-                  "requiredMarginPercent baseAsset quoteAsset marginAsset pricePrecision "
-                  "quantityPrecision baseAssetPrecision quotePrecision underlyingType "
-                  "underlyingSubType settlePlan triggerProtect filters orderTypes timeInForce "
-                  "liquidationFee marketTakeBound".split())
+INFO_TOP = {"exchangeFilters", "rateLimits", "serverTime", "assets", "symbols", "timezone"}
+INFO_SYMBOL = {"symbol", "pair", "contractType", "deliveryDate", "onboardDate", "status",
+               "maintMarginPercent", "requiredMarginPercent", "baseAsset", "quoteAsset",
+               "marginAsset", "pricePrecision", "quantityPrecision", "baseAssetPrecision",
+               "quotePrecision", "underlyingType", "underlyingSubType", "settlePlan",
+               "triggerProtect", "filters", "orderTypes", "timeInForce", "liquidationFee",
+               "marketTakeBound"}
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +80,14 @@ def test_account_shapes(c):
     (b,) = c.futures_account_balance()
     assert set(b) == BALANCE and b["marginAvailable"] is True
     acct = c.futures_account()
-    assert ACCOUNT_V2 <= set(acct) and isinstance(acct["canTrade"], bool)
+    assert set(acct) >= ACCOUNT_V2 and isinstance(acct["canTrade"], bool)
     v2 = c.futures_position_information(version=2)[0]
     assert {"leverage", "marginType", "maxNotionalValue"} <= set(v2)   # §2 table, v2 extras
 
 
 def test_exchange_info_shape(c):
     info = c.futures_exchange_info()
-    assert INFO_TOP <= set(info)
+    assert set(info) >= INFO_TOP
     for s in info["symbols"]:
         assert set(s) >= INFO_SYMBOL and "OrderType" not in s
         kinds = [f["filterType"] for f in s["filters"]]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import websockets
+from binance import AsyncClient, BinanceSocketManager
 from simkit import frame, read_until_closed_count
 
 from pocklib.sim import Simulator
@@ -157,8 +158,6 @@ def test_stream_client_ping_is_answered():
 
 
 def test_python_binance_socket_manager_multiplex_and_continuous(monkeypatch):
-    from binance import AsyncClient, BinanceSocketManager
-
     async def go(sim):
         monkeypatch.setattr(AsyncClient, "API_TESTNET_URL", sim.base_url + "/api")
         monkeypatch.setattr(BinanceSocketManager, "FSTREAM_TESTNET_URL", sim.ws_url + "/")

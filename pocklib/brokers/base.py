@@ -6,30 +6,12 @@ the exchange clock. ``reason`` is one of "signal", "stop_loss", "take_profit", "
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill
 from pocklib.rules import Rules, SymbolSpec
-from pocklib.stream import Candle
 
-REASONS = ("signal", "stop_loss", "take_profit", "end")
-
-
-@dataclass(frozen=True)
-class Fill:
-    """One executed order. ``side``: "BUY"/"SELL"; ``qty`` base asset; ``price`` USD (average fill
-    price); ``fee`` USD; ``time`` ms (exchange clock); ``reason``: why the order was placed;
-    ``client_id``: our client order id; ``order_id``: the exchange's id (None for paper)."""
-
-    symbol: str
-    side: str
-    qty: float
-    price: float
-    fee: float
-    time: int
-    reason: str
-    client_id: str
-    order_id: str | int | None = None
+REASONS = EXIT_REASONS
 
 
 @runtime_checkable
@@ -87,7 +69,7 @@ class Broker(Protocol):
         """Cancel every open order (plain and SL/TP) of ``symbol``."""
         ...
 
-    def exposure(self) -> dict[str, dict[str, Any]]:
+    def exposure(self) -> Exposure:
         """What is open: ``{symbol: {"qty", "entry_price", "stop_loss", "take_profit",
         "open_orders"}}`` (USD prices, base qty; symbols with nothing open left out)."""
         ...

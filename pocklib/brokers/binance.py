@@ -6,7 +6,7 @@ What it does on the exchange
   step and min qty, PRICE_FILTER tick, MIN_NOTIONAL ``notional``) into ``SymbolSpec``s, sets
   one-way position mode and leverage 1 per symbol ("no need to change" answers are fine).
 * Entries and exits are MARKET orders (exits ``reduceOnly``) with the caller's deterministic
-  ``newClientOrderId`` (see :func:`client_order_id`). Quantities and prices are rounded with
+  ``newClientOrderId`` (one scheme: :mod:`pocklib.ids`). Quantities and prices are rounded with
   ``Decimal`` to step/tick; an order below min qty / min notional / above max qty is refused
   *before* sending (``None``), never sent to be rejected.
 * Idempotency: when an order's outcome is unknown (client timeout, connection error, HTTP 5xx,
@@ -33,47 +33,32 @@ Units: qty base asset, prices and fees USD, times ms since epoch (exchange clock
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from functools import partial
+from typing import Any
 
-import requests
-from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.exceptions import BinanceAPIException
 
-from pocklib.brokers.base import REASONS, Fill
+from pocklib import retry
 from pocklib.clock import ExchangeClock
 from pocklib.errors import NO_CHANGE_CODES, BrokerError, explain, redact
+from pocklib.ids import check as check_cid
+from pocklib.ids import client_id, leg_id
+from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill
 from pocklib.rules import Rules, SymbolSpec
-from pocklib.stream import Candle
 from pocklib.venues import Venue
 
 log = logging.getLogger(__name__)
 
-_CID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-#: Codes whose outcome is unknown or transient: look up / back off, then retry.
-_TRANSIENT_CODES = frozenset({-1000, -1001, -1003, -1007, -1008})
 #: Order-level rejections: the order did not happen; ``open_long``/``close_long`` return None.
 _REJECTIONS = frozenset({-1111, -2010, -2019, -2021, -2022, -2027, -4003, -4014, -4023, -4164, -5022})
 _DONE_ALGO = ("TRIGGERED", "FINISHED")
 
 
-def client_order_id(session_id: str, symbol: str, open_time_ms: int, action: str) -> str:
-    """Deterministic client order id for (session, symbol, candle open time, action).
-
-    The same inputs always give the same id, so a retried order is recognisable on the exchange.
-    Format ``pk-<action>-<24 hex>`` (Binance allows ``[.A-Z:/a-z0-9_-]{1,36}``).
-    """
-    act = re.sub(r"[^a-z0-9]", "", action.lower())[:6] or "x"
-    h = hashlib.sha256(f"{session_id}|{symbol}|{int(open_time_ms)}|{action}".encode()).hexdigest()[:24]
-    return f"pk-{act}-{h}"
-
-
-def _derived_id(client_id: str, leg: str) -> str:
-    return f"pk-{leg}-" + hashlib.sha256(f"{client_id}|{leg}".encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -138,6 +123,9 @@ class BinanceBroker:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        #: Retries of every call outside a flatten (Retry-After honoured up to max_backoff_s).
+        self.policy = retry.RetryPolicy(attempts=max_attempts, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                                        max_retry_after_s=max_backoff_s)
         self.resync_every_s = resync_every_s
         if not flatten_patience_s >= 0:
             raise ValueError(f"flatten_patience_s: >= 0 wall seconds; got {flatten_patience_s!r}")
@@ -207,92 +195,56 @@ class BinanceBroker:
                                   code=-1021, status=e2.status_code) from e2
             raise
 
-    def _delay(self, e: BaseException, attempt: int) -> float | None:
-        """Wall seconds to wait before retrying after ``e``, or None when ``e`` is final."""
-        base = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
-        if isinstance(e, BinanceAPIException):
-            if e.status_code in (429, 418) or e.code == -1003:
-                self.stats.rate_limited += 1
-                ra = None
-                try:
-                    ra = float(e.response.headers.get("Retry-After"))
-                except (AttributeError, TypeError, ValueError):
-                    pass
-                if ra is not None and ra > self.max_backoff_s and not self._persisting(ra):
-                    return None  # a long ban: hammering would extend it; fail now, say how long
-                return max(ra if ra is not None else base, 0.0)
-            if (e.status_code or 0) >= 500 or e.code in _TRANSIENT_CODES or e.status_code == 408:
-                self.stats.unknown_outcomes += 1
-                return base
-            return None
-        if isinstance(e, (requests.exceptions.RequestException, BinanceRequestException)):
+    def _wait(self, e: BaseException, attempt: int) -> float | None:
+        """Wall seconds to wait after failed attempt number ``attempt`` (1-based), or None to give
+        up: :attr:`policy` (:mod:`pocklib.retry`), except that inside a flatten any transient
+        failure, however long its Retry-After, is waited out until the flatten's patience ends."""
+        out = retry.classify(e)
+        if out.rate_limited:
+            self.stats.rate_limited += 1
+        elif out.unknown:
             self.stats.unknown_outcomes += 1
-            return base
-        return None
+        if out.transient and self._persisting(out.retry_after_s or 0.0):
+            return out.retry_after_s if out.retry_after_s is not None else self.policy.backoff(attempt)
+        return self.policy.delay(attempt, out)
 
     def _persisting(self, wait_s: float = 0.0) -> bool:
         """True while a flatten may keep retrying and ``wait_s`` more seconds still fit."""
         return self._persist_until is not None and _time.monotonic() + wait_s <= self._persist_until
 
-    def _more(self, attempt: int) -> bool:
-        """Whether attempt number ``attempt + 1`` may be made (the flatten keeps trying past
-        ``max_attempts`` until its patience runs out)."""
-        return attempt + 1 < self.max_attempts or self._persisting()
-
-    def _error(self, what: str, e: BaseException) -> BrokerError:
-        if isinstance(e, BinanceAPIException):
-            code = int(e.code or 0)
-            wait = ""
-            ra = getattr(getattr(e, "response", None), "headers", {}).get("Retry-After")
-            if ra and e.status_code in (418, 429):
-                wait = f"; wait {ra} s (Retry-After) before trying again"
-            return BrokerError(f"{what}: {explain(code, e.message, e.status_code)}{wait}", code=code,
-                               status=e.status_code, retryable=self._is_transient(e))
-        # requests' messages can contain the URL with the query string (signature): never show it.
-        return BrokerError(f"{what}: network failure ({type(e).__name__}); the exchange did not answer",
-                           retryable=True)
-
-    @staticmethod
-    def _is_transient(e: BinanceAPIException) -> bool:
-        return (e.status_code in (408, 418, 429) or (e.status_code or 0) >= 500
-                or e.code in _TRANSIENT_CODES)
+    def _give_up(self, what: str, e: BaseException, attempts: int) -> BrokerError:
+        err = retry.error_for(what, e, retry.classify(e), attempts, self.policy)
+        err.__cause__ = e if isinstance(e, BinanceAPIException) else None
+        err.__suppress_context__ = True
+        return err
 
     def _retry(self, fn: Callable[..., Any], *, what: str, signed: bool = False,
                ok_codes: frozenset[int] = frozenset(), **params: Any) -> Any:
-        """An idempotent call (read, cancel, settings) with retries on transient failures.
-        Codes in ``ok_codes`` return ``None`` instead of raising."""
-        last: BaseException | None = None
+        """An idempotent call (read, cancel, settings) retried on transient failures under
+        :attr:`policy`. Codes in ``ok_codes`` return ``None`` instead of raising."""
         attempt = 0
         while True:
+            attempt += 1
             try:
                 return self._signed(fn, **params) if signed else fn(**params)
-            except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as e:
+            except retry.CALL_ERRORS as e:
                 if isinstance(e, BinanceAPIException) and e.code in ok_codes:
                     return None
-                delay = self._delay(e, attempt)
+                delay = self._wait(e, attempt)
                 if delay is None:
-                    raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
-                last = e
-            if not self._more(attempt):
-                break
-            attempt += 1
-            self.stats.retries += 1
-            log.warning("%s: transient failure (%s); retry in %.2f s", what, _short(last), delay)
+                    raise self._give_up(what, e, attempt) from None
+                self.stats.retries += 1
+                log.warning("%s: transient failure (%s); retry in %.2f s", what, _short(e), delay)
             self._sleep(delay)
-        assert last is not None
-        err = self._error(f"{what} (gave up after {attempt + 1} attempts)", last)
-        err.retryable = True
-        raise err from None
 
     def _submit(self, what: str, send: Callable[[], Any], lookup: Callable[[], Any],
-                maybe_sent: bool = False) -> dict:
+                maybe_sent: bool = False) -> dict[str, Any]:
         """Send an order at most once in effect: after any unknown outcome, look it up by client
         id before sending again. ``maybe_sent``: a previous attempt's outcome is unknown (a
         resumed session's unanswered order), so look it up before the first send too.
 
         Binance refuses a client id only while an order with it is OPEN: a filled MARKET order's
         id can be used again, so a blind resend would trade twice. Hence the lookup first."""
-        last: BaseException | None = None
         attempt = 0
         while True:
             if attempt or maybe_sent:
@@ -301,40 +253,35 @@ class BinanceBroker:
                     self.stats.found_on_lookup += 1
                     log.info("%s: found on the exchange after an unknown outcome; not resending", what)
                     return found
+            attempt += 1
             self.stats.orders_sent += 1
             try:
-                return self._signed(send)
-            except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as e:
+                return dict(self._signed(send))
+            except retry.CALL_ERRORS as e:
                 if isinstance(e, BinanceAPIException) and e.code in (-4015, -4116):
                     found = self._lookup(what, lookup)  # duplicate id: the first try got through
                     if found is not None:
                         self.stats.found_on_lookup += 1
                         return found
-                delay = self._delay(e, attempt)
+                delay = self._wait(e, attempt)
                 if delay is None:
-                    raise self._error(what, e) from (e if isinstance(e, BinanceAPIException) else None)
-                last = e
-            if not self._more(attempt):
-                break
-            attempt += 1
-            self.stats.retries += 1
-            log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
-                        what, _short(last), delay)
+                    if retry.classify(e).unknown:  # the last try may have gone through: ask once more
+                        found = self._lookup(what, lookup)
+                        if found is not None:
+                            self.stats.found_on_lookup += 1
+                            return found
+                    raise self._give_up(what, e, attempt) from None
+                self.stats.retries += 1
+                log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
+                            what, _short(e), delay)
             self._sleep(delay)
-        assert last is not None
-        found = self._lookup(what, lookup)
-        if found is not None:
-            self.stats.found_on_lookup += 1
-            return found
-        err = self._error(f"{what} (gave up after {attempt + 1} attempts)", last)
-        err.retryable = True
-        raise err from None
 
-    def _lookup(self, what: str, lookup: Callable[[], Any]) -> dict | None:
+    def _lookup(self, what: str, lookup: Callable[[], Any]) -> dict[str, Any] | None:
         self.stats.lookups += 1
         try:
-            return self._retry(lookup, what=f"{what}: lookup by client id", signed=True,
-                               ok_codes=frozenset({-2013}))
+            found: dict[str, Any] | None = self._retry(lookup, what=f"{what}: lookup by client id", signed=True,
+                                                       ok_codes=frozenset({-2013}))
+            return found
         except BrokerError as e:  # never resend blind: the first try may have gone through
             raise BrokerError(f"{e} -- order status UNKNOWN, not resent; check the exchange", code=e.code,
                               status=e.status, retryable=True) from None
@@ -385,7 +332,7 @@ class BinanceBroker:
         return None
 
     # -- orders ----------------------------------------------------------------------------
-    def _market(self, symbol: str, side: str, qty: str, client_id: str, reduce_only: bool) -> dict:
+    def _market(self, symbol: str, side: str, qty: str, client_id: str, reduce_only: bool) -> dict[str, Any]:
         params: dict[str, Any] = dict(symbol=symbol, side=side, type="MARKET", quantity=qty,
                                       newClientOrderId=client_id, newOrderRespType="RESULT")
         if reduce_only:
@@ -403,7 +350,7 @@ class BinanceBroker:
                  order.get("status"), order.get("executedQty"), order.get("avgPrice"))
         return order
 
-    def _fill(self, order: dict, reason: str, client_id: str, fallback_time: int) -> Fill | None:
+    def _fill(self, order: dict[str, Any], reason: str, client_id: str, fallback_time: int) -> Fill | None:
         """Fill from an executed order: qty, price and fee from its trades (``userTrades``)."""
         symbol, oid = order["symbol"], order.get("orderId")
         qty = float(order.get("executedQty") or 0)
@@ -412,7 +359,7 @@ class BinanceBroker:
         price = float(order.get("avgPrice") or 0)
         when = int(order.get("updateTime") or fallback_time)
         fee = None
-        trades: list[dict] = []
+        trades: list[dict[str, Any]] = []
         for attempt in range(2 if oid is not None else 0):
             got = self._retry(self.client.futures_account_trades, what=f"trades of order {oid}", signed=True,
                               symbol=symbol, orderId=oid) or []
@@ -443,7 +390,7 @@ class BinanceBroker:
     def open_long(self, symbol: str, qty: float, price_hint: float, client_id: str, time: int) -> Fill | None:
         """BUY ``qty`` (rounded down to step) at market. None when refused by the filters (nothing
         sent) or rejected by the exchange (see ``last_refusal`` / ``last_error``)."""
-        _check_cid(client_id)
+        check_cid(client_id)
         problem = self.check_order(symbol, qty, price_hint)
         if problem:
             self.stats.refused += 1
@@ -454,7 +401,8 @@ class BinanceBroker:
         try:
             order = self._market(symbol, "BUY", q, client_id, reduce_only=False)
         except BrokerError as e:
-            return self._rejected("open_long", e)
+            self._rejected("open_long", e)
+            return None
         return self._fill(order, "signal", client_id, time)
 
     def _rejected(self, what: str, e: BrokerError) -> None:
@@ -463,7 +411,7 @@ class BinanceBroker:
         self.stats.rejected += 1
         self.last_error = e
         log.error("%s rejected: %s", what, e)
-        return None
+        return
 
     def close_long(self, symbol: str, qty: float, price_hint: float, client_id: str, reason: str,
                    time: int) -> Fill | None:
@@ -473,9 +421,9 @@ class BinanceBroker:
         sent: the exchange's fill is returned instead, with its own reason ("stop_loss" or
         "take_profit"). None when there was no position.
         """
-        _check_cid(client_id)
-        if reason not in REASONS:
-            raise ValueError(f"reason: one of {REASONS}; got {reason!r}")
+        check_cid(client_id)
+        if reason not in EXIT_REASONS:
+            raise ValueError(f"reason: one of {EXIT_REASONS}; got {reason!r}")
         spec = self._spec(symbol)
         amt = self._position_amt(symbol)
         if amt <= 0:
@@ -493,7 +441,8 @@ class BinanceBroker:
                 fills = self._detect(symbol)
                 self._unprotect_after_close(symbol)
                 return fills[0] if fills else None
-            return self._rejected("close_long", e)
+            self._rejected("close_long", e)
+            return None
         fill = self._fill(order, reason, client_id, time)
         self._unprotect_after_close(symbol)
         return fill
@@ -536,28 +485,28 @@ class BinanceBroker:
         SELL, closePosition=true, on the exchange's algo service. Client ids derive from
         ``client_id``. If a level is already crossed (-2021) the long is closed at market at once
         and that fill is returned by the next :meth:`on_candle`."""
-        _check_cid(client_id)
+        check_cid(client_id)
         spec = self._spec(symbol)
         self._cancel_stale_legs(symbol)
         if not (0 < sl < tp):
             raise ValueError(f"protect: need 0 < sl < tp (USD); got sl={sl!r}, tp={tp!r}")
         p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
-                        sl_cid=_derived_id(client_id, "sl"), tp_cid=_derived_id(client_id, "tp"),
+                        sl_cid=leg_id(client_id, "sl"), tp_cid=leg_id(client_id, "tp"),
                         since_ms=self.server_time())
         self._prot[symbol] = p
         for reason, typ, price, cid in (("stop_loss", "STOP_MARKET", p.sl, p.sl_cid),
                                         ("take_profit", "TAKE_PROFIT_MARKET", p.tp, p.tp_cid)):
-            params = dict(symbol=symbol, side="SELL", type=typ, triggerPrice=price, closePosition="true",
-                          workingType=self.working_type, clientAlgoId=cid)
+            params: dict[str, Any] = dict(symbol=symbol, side="SELL", type=typ, triggerPrice=price,
+                                          closePosition="true", workingType=self.working_type, clientAlgoId=cid)
             what = f"{typ} {symbol} @ {price} ({cid})"
             try:
-                algo = self._submit(what, lambda params=params: self.client.futures_create_order(**params),
-                                    lambda cid=cid: self.client.futures_get_algo_order(symbol=symbol, clientAlgoId=cid))
+                algo = self._submit(what, partial(self.client.futures_create_order, **params),
+                                    partial(self.client.futures_get_algo_order, symbol=symbol, clientAlgoId=cid))
             except BrokerError as e:
                 if e.code == -2021:
                     log.warning("%s would trigger at once: closing the long at market now", what)
                     # close first: a leg already placed keeps protecting the long if this fails
-                    fill = self._close_now(symbol, reason, _derived_id(client_id, "now"))
+                    fill = self._close_now(symbol, reason, leg_id(client_id, "now"))
                     self._unprotect_after_close(symbol)
                     if fill:
                         self._pending.append(fill)
@@ -638,7 +587,7 @@ class BinanceBroker:
         """Position per symbol (base asset; negative = short) from ``positionRisk``; the rules'
         symbols are always present (0.0 when flat)."""
         rows = self._retry(self.client.futures_position_information, what="positions", signed=True) or []
-        out = {s: 0.0 for s in self._symbols()}
+        out = dict.fromkeys(self._symbols(), 0.0)
         for r in rows:
             amt = float(r.get("positionAmt") or 0)
             if amt or r.get("symbol") in out:
@@ -650,7 +599,7 @@ class BinanceBroker:
                            symbol=symbol) or []
         return sum(float(r.get("positionAmt") or 0) for r in rows if r.get("symbol") == symbol)
 
-    def open_orders(self, symbol: str) -> tuple[list[dict], list[dict]]:
+    def open_orders(self, symbol: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(plain open orders, open algo orders) of ``symbol``."""
         plain = self._retry(self.client.futures_get_open_orders, what=f"open orders {symbol}", signed=True,
                             symbol=symbol) or []
@@ -658,7 +607,7 @@ class BinanceBroker:
                            signed=True, symbol=symbol) or []
         if isinstance(algo, dict):  # some servers wrap the list
             algo = algo.get("orders", algo.get("data", []))
-        return list(plain), list(algo)
+        return list(plain), list(algo or [])
 
     def open_order_count(self) -> int:
         """Open orders on the session's symbols, plain + algo."""
@@ -689,7 +638,7 @@ class BinanceBroker:
         trades since ``since_ms`` for a close outside pocklib)."""
         spec = self._spec(symbol)
         p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
-                        sl_cid=_derived_id(client_id, "sl"), tp_cid=_derived_id(client_id, "tp"), since_ms=since_ms)
+                        sl_cid=leg_id(client_id, "sl"), tp_cid=leg_id(client_id, "tp"), since_ms=since_ms)
         for reason, cid in (("stop_loss", p.sl_cid), ("take_profit", p.tp_cid)):
             if self._retry(self.client.futures_get_algo_order, what=f"lookup {cid}", signed=True,
                            ok_codes=frozenset({-2013}), symbol=symbol, clientAlgoId=cid):
@@ -711,7 +660,7 @@ class BinanceBroker:
         self._prot.pop(symbol, None)
         self._stale_legs = [(s, c) for s, c in self._stale_legs if s != symbol]
 
-    def exposure(self) -> dict[str, dict[str, Any]]:
+    def exposure(self) -> Exposure:
         """What is open on the exchange for the session's symbols (and any symbol holding a
         position): ``{symbol: {"qty": base asset (negative = short), "entry_price": USD,
         "stop_loss": trigger USD or None, "take_profit": trigger USD or None, "open_orders":
@@ -722,7 +671,7 @@ class BinanceBroker:
             amt = float(r.get("positionAmt") or 0)
             if amt:
                 pos[r["symbol"]] = (amt, float(r.get("entryPrice") or 0))
-        out: dict[str, dict[str, Any]] = {}
+        out: Exposure = {}
         for sym in sorted(set(self._symbols()) | set(pos)):
             plain, algo = self.open_orders(sym)
             amt, entry = pos.get(sym, (0.0, 0.0))
@@ -765,7 +714,7 @@ class BinanceBroker:
                 spec = self.specs.get(sym)
                 # A symbol outside the session (no spec): the exchange's own amount, as it wrote it.
                 q = spec.format_qty(abs(amt)) if spec else format(Decimal(repr(abs(amt))).normalize(), "f")
-                cid = client_order_id(self.session_id, sym, time, f"end{rnd}")
+                cid = client_id(self.session_id, sym, time, f"e{rnd}")
                 try:
                     order = self._market(sym, "SELL" if amt > 0 else "BUY", q, cid, reduce_only=True)
                 except BrokerError as e:
@@ -801,12 +750,12 @@ class BinanceBroker:
             if any(a.get("clientAlgoId") in p.legs.values() for a in algo):
                 return
             log.error("flatten: %s long %s could not be closed and had no SL/TP; placing them again", symbol, amt)
-            self.protect(symbol, amt, float(p.sl), float(p.tp), client_order_id(self.session_id, symbol, time, "keep"))
+            self.protect(symbol, amt, float(p.sl), float(p.tp), client_id(self.session_id, symbol, time, "k"))
         except BrokerError as e:
             log.error("flatten: %s long %s could not be closed NOR protected: %s", symbol, amt, e)
 
 
-def _spec_from_info(row: dict) -> tuple[SymbolSpec, Decimal]:
+def _spec_from_info(row: dict[str, Any]) -> tuple[SymbolSpec, Decimal]:
     f = {x.get("filterType"): x for x in row.get("filters", [])}
     sym = row["symbol"]
     try:
@@ -822,15 +771,10 @@ def _spec_from_info(row: dict) -> tuple[SymbolSpec, Decimal]:
     return SymbolSpec(sym, step=step, tick=pf["tickSize"], min_qty=min_qty, min_notional=str(notional)), max_qty
 
 
-def _check_cid(cid: str) -> None:
-    if not isinstance(cid, str) or not _CID_RE.match(cid):
-        raise ValueError(f"client_id: 1-36 chars of [.A-Z:/a-z0-9_-] (Binance newClientOrderId); got {cid!r}")
-
-
 def _short(e: BaseException | None) -> str:
     if isinstance(e, BinanceAPIException):
         return f"HTTP {e.status_code} code {e.code}"
     return redact(type(e).__name__) if e is not None else "?"
 
 
-__all__ = ["BinanceBroker", "BrokerStats", "client_order_id"]
+__all__ = ["BinanceBroker", "BrokerStats"]

@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from pocklib.book import stop_exit
-from pocklib.brokers.base import Fill
+from pocklib.model import Candle, Exposure, Fill
 from pocklib.rules import Rules, SymbolSpec
 
 
@@ -95,12 +95,14 @@ class PaperBroker:
         if pos is not None:
             pos.sl = pos.tp = None
 
-    def on_candle(self, candle) -> list[Fill]:
+    def on_candle(self, candle: Candle) -> list[Fill]:
         """Track the last price; on a closed candle settle SL/TP with ``stop_exit``."""
         self._now = max(self._now, int(candle.event_time))
         self._last[candle.symbol] = candle.close
         pos = self._pos.get(candle.symbol)
         if not candle.closed or pos is None or pos.sl is None or candle.open_time <= pos.fill_candle_open:
+            return []
+        if pos.tp is None:  # protect() sets both levels together
             return []
         hit = stop_exit(pos.sl, pos.tp, candle.open, candle.high, candle.low)
         if hit is None:
@@ -132,7 +134,7 @@ class PaperBroker:
         """Forget the SL/TP of ``symbol`` (paper orders live in memory only)."""
         self.unprotect(symbol)
 
-    def exposure(self) -> dict[str, dict[str, Any]]:
+    def exposure(self) -> Exposure:
         """Open positions with their SL/TP levels, in the shape of ``BinanceBroker.exposure``."""
         return {s: {"qty": p.qty, "entry_price": p.entry_price, "stop_loss": p.sl, "take_profit": p.tp,
                     "open_orders": 2 if p.sl is not None else 0} for s, p in self._pos.items()}

@@ -12,7 +12,9 @@ import json
 import sys
 import threading
 
+from pocklib import history
 from pocklib.sim.faults import FaultPlan
+from pocklib.sim.simulator import Simulator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,9 +45,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
-    from pocklib import history
-    from pocklib.sim.simulator import Simulator
-
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     try:
         frames = history.load_frames(args.data, symbols, args.interval)

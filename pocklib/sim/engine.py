@@ -28,13 +28,23 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from typing import TypeVar
 
-from pocklib.sim.errors import ZERO, ApiError, bool_param, dec_param, decimals, fmt, missing
+from pocklib.sim.api_errors import (
+    ApiError,
+    Params,
+    bool_param,
+    dec_param,
+    missing,
+    optional_dec_param,
+)
 from pocklib.sim.filters import SymbolFilters
+from pocklib.sim.money import ZERO, decimals, fmt
 from pocklib.sim.orders import AlgoOrder, Fill, Order, Position
 
-__all__ = ["ApiError", "AlgoOrder", "Engine", "Fill", "Order", "Position", "ZERO", "fmt"]
+__all__ = ["ZERO", "AlgoOrder", "ApiError", "Engine", "Fill", "Order", "Position", "fmt"]
 
 CONDITIONAL = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
 _CID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -63,7 +73,7 @@ class Engine:
                              f"{balance!r}, {fee_rate!r}, {slippage!r}")
         self._price_s: dict[str, str] = dict(prices)
         self._price: dict[str, Decimal] = {}
-        self.leverage: dict[str, int] = {s: DEFAULT_LEVERAGE for s in filters}
+        self.leverage: dict[str, int] = dict.fromkeys(filters, DEFAULT_LEVERAGE)
         self.positions: dict[str, Position] = {s: Position(s) for s in filters}
         self.orders: dict[int, Order] = {}
         self.algos: dict[int, AlgoOrder] = {}
@@ -119,11 +129,17 @@ class Engine:
                 self._fill_resting(o, px, time_ms)
 
     # -- helpers -----------------------------------------------------------------------
-    def _sym(self, p: dict, required: bool = True) -> str | None:
+    def symbol_param(self, p: Params) -> str:
+        """The required ``symbol`` parameter, a symbol this exchange lists."""
+        s = self.optional_symbol_param(p)
+        if s is None:
+            raise missing("symbol")
+        return s
+
+    def optional_symbol_param(self, p: Params) -> str | None:
+        """The ``symbol`` parameter when sent (None when absent or empty)."""
         s = p.get("symbol")
         if not s:
-            if required:
-                raise missing("symbol")
             return None
         if s not in self.filters:
             raise ApiError(400, -1121, "Invalid symbol.")
@@ -156,7 +172,8 @@ class Engine:
             raise ApiError(400, -4016, "Price greater than max price.")
 
     @staticmethod
-    def _check_client_id(cid: str, table: dict[str, list[int]], records: dict,
+    def _check_client_id(cid: str, table: dict[str, list[int]],
+                         records: Mapping[int, Order | AlgoOrder],
                          open_statuses: frozenset[str]) -> None:
         """Binance's rule: a client id is "a unique id among open orders". Refused (-4116) only
         while an order carrying ``cid`` is open; the id of a finished order may be reused."""
@@ -308,7 +325,7 @@ class Engine:
         a.actual_order_id, a.actual_price, a.actual_qty = o.order_id, px, qty
 
     # -- plain orders ------------------------------------------------------------------
-    def place_order(self, p: dict, now: int) -> Order:
+    def place_order(self, p: Params, now: int) -> Order:
         """POST /fapi/v1/order (MARKET, LIMIT). Raises ApiError on rejection."""
         try:
             return self._place_order(p, now)
@@ -316,23 +333,11 @@ class Engine:
             self.rejections.append((e.code, e.msg, "order"))
             raise
 
-    def _place_order(self, p: dict, now: int) -> Order:
-        symbol = self._sym(p)
-        side = p.get("side")
-        if not side:
-            raise missing("side")
-        if side not in ("BUY", "SELL"):
-            raise ApiError(400, -1117, "Invalid side.")
-        typ = p.get("type")
-        if not typ:
-            raise missing("type")
-        if typ in CONDITIONAL:
-            raise ApiError(400, -4120, "Order type not supported for this endpoint. Please use "
-                           "the Algo Order API endpoints instead.")
-        if typ not in ("MARKET", "LIMIT"):
-            raise ApiError(400, -1116, "Invalid orderType.")
-        ps = p.get("positionSide", "BOTH")
-        if ps != "BOTH":
+    def _place_order(self, p: Params, now: int) -> Order:
+        symbol = self.symbol_param(p)
+        side = _side_param(p)
+        typ = _order_type_param(p)
+        if p.get("positionSide", "BOTH") != "BOTH":
             raise ApiError(400, -4061, "Order's position side does not match user's setting.")
         reduce_only = bool_param(p, "reduceOnly")
         if bool_param(p, "closePosition"):
@@ -342,40 +347,13 @@ class Engine:
         f = self.filters[symbol]
         qty = dec_param(p, "quantity")
         self._check_qty(f, qty, market=typ == "MARKET")
-        tif = p.get("timeInForce", "GTC" if typ == "LIMIT" else "GTC")
-        if typ == "LIMIT":
-            if not p.get("timeInForce"):
-                raise missing("timeInForce")
-            if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
-                raise ApiError(400, -1115, "Invalid timeInForce.")
-            price = dec_param(p, "price")
-            self._check_price(f, price)
-        else:
-            if p.get("price"):
-                raise ApiError(400, -1106, "Parameter 'price' sent when not required.")
-            price = ZERO
-        cur = self.price(symbol)
-        if typ == "MARKET":
-            fill_px = self._taker_price(symbol, side)
-        else:
-            marketable = price >= cur if side == "BUY" else price <= cur
-            fill_px = cur if marketable else None
-            if tif == "GTX" and marketable:
-                raise ApiError(400, -5022, "Due to the order could not be executed as maker, the "
-                               "Post Only order will be rejected. The order will not be recorded "
-                               "in the order history")
-        ref_px = price if typ == "LIMIT" else cur
+        tif, price = self._tif_and_price(f, p, typ)
+        fill_px = self._immediate_price(symbol, side, typ, tif, price)
+        ref_px = price if typ == "LIMIT" else self.price(symbol)
         if reduce_only:
-            allowed = self._reduce_qty(symbol, side, qty)
-            if allowed <= 0:
-                raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
-            qty = allowed
+            qty = self._reducible_qty(symbol, side, qty)
         else:
-            minimum = Decimal(f.min_notional)
-            if qty * ref_px < minimum:
-                raise ApiError(400, -4164, f"Order's notional must be no smaller than "
-                               f"{f.min_notional} (unless you choose reduce only).")
-            self._check_margin(symbol, side, qty, fill_px or ref_px)
+            self._check_opening(symbol, side, qty, ref_px, fill_px or ref_px)
         o = self._new_order(symbol, side, typ, qty, price, cid, tif, reduce_only, False, now)
         if fill_px is not None:
             self._apply_fill(o, qty, fill_px, now)
@@ -385,15 +363,59 @@ class Engine:
             self._open_limits[symbol].append(o)
         return o
 
-    def find_order(self, p: dict, cancel: bool) -> Order:
-        symbol = self._sym(p)
+    def _tif_and_price(self, f: SymbolFilters, p: Params, typ: str) -> tuple[str, Decimal]:
+        """timeInForce and limit price (USD) of a new order; a MARKET order has price 0."""
+        tif = p.get("timeInForce", "GTC")
+        if typ != "LIMIT":
+            if p.get("price"):
+                raise ApiError(400, -1106, "Parameter 'price' sent when not required.")
+            return tif, ZERO
+        if not p.get("timeInForce"):
+            raise missing("timeInForce")
+        if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        price = dec_param(p, "price")
+        self._check_price(f, price)
+        return tif, price
+
+    def _immediate_price(self, symbol: str, side: str, typ: str, tif: str,
+                         price: Decimal) -> Decimal | None:
+        """Price (USD) a new order fills at on arrival, or None when it rests."""
+        if typ == "MARKET":
+            return self._taker_price(symbol, side)
+        cur = self.price(symbol)
+        marketable = price >= cur if side == "BUY" else price <= cur
+        if tif == "GTX" and marketable:
+            raise ApiError(400, -5022, "Due to the order could not be executed as maker, the "
+                           "Post Only order will be rejected. The order will not be recorded "
+                           "in the order history")
+        return cur if marketable else None
+
+    def _reducible_qty(self, symbol: str, side: str, qty: Decimal) -> Decimal:
+        """A reduce-only order's quantity, cut to the position it reduces (-2022: none)."""
+        allowed = self._reduce_qty(symbol, side, qty)
+        if allowed <= 0:
+            raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
+        return allowed
+
+    def _check_opening(self, symbol: str, side: str, qty: Decimal, ref_px: Decimal,
+                       margin_px: Decimal) -> None:
+        """An order that may add exposure: minimum notional at ``ref_px``, margin at ``margin_px``."""
+        min_notional = self.filters[symbol].min_notional
+        if qty * ref_px < Decimal(min_notional):
+            raise ApiError(400, -4164, f"Order's notional must be no smaller than "
+                           f"{min_notional} (unless you choose reduce only).")
+        self._check_margin(symbol, side, qty, margin_px)
+
+    def find_order(self, p: Params, cancel: bool) -> Order:
+        symbol = self.symbol_param(p)
         o = _lookup(p, "orderId", "origClientOrderId", self.orders, self._client_ids, cancel,
                     symbol=symbol)
         if o.symbol != symbol:
             raise _unknown(cancel)
         return o
 
-    def cancel_order(self, p: dict, now: int) -> Order:
+    def cancel_order(self, p: Params, now: int) -> Order:
         o = self.find_order(p, cancel=True)
         return _cancel(o, self._open_limits[o.symbol], now)
 
@@ -404,7 +426,7 @@ class Engine:
         return _cancel_all(self._open_limits[symbol], now)
 
     # -- algo orders -------------------------------------------------------------------
-    def place_algo(self, p: dict, now: int) -> AlgoOrder:
+    def place_algo(self, p: Params, now: int) -> AlgoOrder:
         """POST /fapi/v1/algoOrder (algoType=CONDITIONAL; STOP_MARKET, TAKE_PROFIT_MARKET)."""
         try:
             return self._place_algo(p, now)
@@ -412,18 +434,14 @@ class Engine:
             self.rejections.append((e.code, e.msg, "algoOrder"))
             raise
 
-    def _place_algo(self, p: dict, now: int) -> AlgoOrder:
+    def _place_algo(self, p: Params, now: int) -> AlgoOrder:
         at = p.get("algoType")
         if not at:
             raise missing("algoType")
         if at != "CONDITIONAL":
             raise ApiError(400, -1116, "Invalid algoType.")
-        symbol = self._sym(p)
-        side = p.get("side")
-        if not side:
-            raise missing("side")
-        if side not in ("BUY", "SELL"):
-            raise ApiError(400, -1117, "Invalid side.")
+        symbol = self.symbol_param(p)
+        side = _side_param(p)
         typ = p.get("type")
         if not typ:
             raise missing("type")
@@ -432,7 +450,7 @@ class Engine:
                            "and TAKE_PROFIT_MARKET algo orders)")
         if p.get("positionSide", "BOTH") != "BOTH":
             raise ApiError(400, -4061, "Order's position side does not match user's setting.")
-        trig = dec_param(p, "triggerPrice", required=False)
+        trig = optional_dec_param(p, "triggerPrice")
         if trig is None:
             raise ApiError(400, -1102, "Mandatory parameter 'triggerprice' was not sent, was "
                            "empty/null, or malformed.")
@@ -467,10 +485,10 @@ class Engine:
         self._open_algos[symbol].append(a)
         return a
 
-    def find_algo(self, p: dict, cancel: bool) -> AlgoOrder:
+    def find_algo(self, p: Params, cancel: bool) -> AlgoOrder:
         return _lookup(p, "algoId", "clientAlgoId", self.algos, self._algo_client_ids, cancel)
 
-    def cancel_algo(self, p: dict, now: int) -> AlgoOrder:
+    def cancel_algo(self, p: Params, now: int) -> AlgoOrder:
         a = self.find_algo(p, cancel=True)
         return _cancel(a, self._open_algos[a.symbol], now)
 
@@ -481,8 +499,8 @@ class Engine:
         return _cancel_all(self._open_algos[symbol], now)
 
     # -- account settings --------------------------------------------------------------
-    def set_leverage(self, p: dict) -> tuple[str, int]:
-        symbol = self._sym(p)
+    def set_leverage(self, p: Params) -> tuple[str, int]:
+        symbol = self.symbol_param(p)
         v = p.get("leverage")
         if not v:
             raise missing("leverage")
@@ -491,7 +509,7 @@ class Engine:
         self.leverage[symbol] = int(v)
         return symbol, int(v)
 
-    def set_dual(self, p: dict) -> None:
+    def set_dual(self, p: Params) -> None:
         v = p.get("dualSidePosition")
         if v is None or v == "":
             raise missing("dualSidePosition")
@@ -502,7 +520,35 @@ class Engine:
                        "supports one-way mode (dualSidePosition=false) only.")
 
 
+# -- parameters shared by plain and algo orders -------------------------------------------------
+
+def _side_param(p: Params) -> str:
+    side = p.get("side")
+    if not side:
+        raise missing("side")
+    if side not in ("BUY", "SELL"):
+        raise ApiError(400, -1117, "Invalid side.")
+    return side
+
+
+def _order_type_param(p: Params) -> str:
+    """``type`` of a plain order: MARKET or LIMIT (conditional types belong to algo orders)."""
+    typ = p.get("type")
+    if not typ:
+        raise missing("type")
+    if typ in CONDITIONAL:
+        raise ApiError(400, -4120, "Order type not supported for this endpoint. Please use "
+                       "the Algo Order API endpoints instead.")
+    if typ not in ("MARKET", "LIMIT"):
+        raise ApiError(400, -1116, "Invalid orderType.")
+    return typ
+
+
 # -- order tables: plain and algo orders are looked up and cancelled the same way --------------
+
+#: An order record of either table.
+Rec = TypeVar("Rec", Order, AlgoOrder)
+
 
 def _unknown(cancel: bool) -> ApiError:
     """Binance answers a cancel of an unknown order with -2011, a query with -2013."""
@@ -511,31 +557,31 @@ def _unknown(cancel: bool) -> ApiError:
     return ApiError(400, -2013, "Order does not exist.")
 
 
-def _lookup(p: dict, id_key: str, cid_key: str, by_id: dict, by_cid: dict[str, list[int]],
-            cancel: bool, symbol: str | None = None):
+def _lookup(p: Params, id_key: str, cid_key: str, by_id: Mapping[int, Rec],
+            by_cid: Mapping[str, list[int]], cancel: bool, symbol: str | None = None) -> Rec:
     """The order named by ``p[id_key]`` (exchange id) or ``p[cid_key]`` (client id). A client id
     names the most recent order that carried it (in ``symbol`` when given): at most one order
     per id is open at a time, and if one is, it is the most recent."""
     oid, cid = p.get(id_key), p.get(cid_key)
-    if not oid and not cid:
-        raise ApiError(400, -1102, f"Either {id_key} or {cid_key} must be sent.")
     o = None
     if oid:
         try:
             o = by_id.get(int(oid))
         except ValueError:
             raise missing(id_key) from None
-    else:
+    elif cid:
         for i in reversed(by_cid.get(cid, ())):
             if symbol is None or by_id[i].symbol == symbol:
                 o = by_id[i]
                 break
+    else:
+        raise ApiError(400, -1102, f"Either {id_key} or {cid_key} must be sent.")
     if o is None:
         raise _unknown(cancel)
     return o
 
 
-def _cancel(o, open_list: list, now: int):
+def _cancel(o: Rec, open_list: list[Rec], now: int) -> Rec:
     if o.status != "NEW":
         raise ApiError(400, -2011, "Unknown order sent.")
     o.status, o.update_time = "CANCELED", now
@@ -543,11 +589,11 @@ def _cancel(o, open_list: list, now: int):
     return o
 
 
-def _open(open_by_symbol: dict, symbols: list[str]) -> list:
+def _open(open_by_symbol: Mapping[str, list[Rec]], symbols: list[str]) -> list[Rec]:
     return [o for s in symbols for o in open_by_symbol[s]]
 
 
-def _cancel_all(open_list: list, now: int) -> int:
+def _cancel_all(open_list: list[Rec], now: int) -> int:
     for o in open_list:
         o.status, o.update_time = "CANCELED", now
     n = len(open_list)

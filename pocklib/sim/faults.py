@@ -9,7 +9,9 @@ A :class:`FaultPlan` is given at start (``Simulator(faults=...)``) or swapped at
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 REST_FAULTS = ("429", "503", "timeout", "timeout_after")
 
@@ -69,7 +71,7 @@ class FaultPlan:
         self.rest_fault_paths = list(self.rest_fault_paths)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FaultPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> FaultPlan:
         """Build from JSON; unknown keys are an error (a typo must not silently do nothing)."""
         names = {f.name for f in fields(cls)}
         bad = sorted(set(d) - names)
@@ -77,14 +79,22 @@ class FaultPlan:
             raise ValueError(f"FaultPlan: unknown keys {bad}; known: {sorted(names)}")
         return cls(**d)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class FaultState:
-    """A plan being applied: seeded RNG and countdowns, mutated as faults fire."""
+    """A plan being applied: seeded RNG and countdowns, mutated as faults fire.
+
+    One object for the simulator's life, shared by the REST and websocket sides; installing a
+    new plan resets it in place (fresh RNG, countdowns and log).
+    """
 
     def __init__(self, plan: FaultPlan | None = None) -> None:
+        self.install(plan)
+
+    def install(self, plan: FaultPlan | None) -> None:
+        """Apply ``plan`` (None = no faults) from scratch."""
         self.plan = plan or FaultPlan()
         self.rng = random.Random(self.plan.seed)
         self.rest_next = self.plan.rest_fault_next

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class SymbolFilters:
     def step_d(self) -> Decimal:
         return Decimal(self.step)
 
-    def exchange_info(self) -> dict:
+    def exchange_info(self) -> dict[str, Any]:
         """The ``symbols[]`` entry of ``/fapi/v1/exchangeInfo`` (wire notes §2.1, §7.3)."""
         return {
             "symbol": self.symbol,

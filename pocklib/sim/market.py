@@ -15,8 +15,8 @@ precision; volumes in base asset with its quantity precision; quote volumes with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,11 @@ INTERVALS_MS: dict[str, int] = {
 }
 COLUMNS = ["open", "high", "low", "close", "volume", "quote_volume", "trades",
            "taker_buy_base", "taker_buy_quote"]
+#: One candle's (open, high, low, close, volume, quote volume, trades, taker buy base volume,
+#: taker buy quote volume): prices USD, volumes base asset, quote volumes USD.
+CandleState = tuple[float, float, float, float, float, float, int, float, float]
+#: A REST kline row ``[t, "o", "h", "l", "c", "v", T, "q", n, "V", "Q", "0"]``.
+KlineRow = list[int | str]
 
 
 @dataclass
@@ -108,10 +113,10 @@ class SymbolData:
     def path(self, rows: np.ndarray) -> np.ndarray:
         """Walk prices, shape (len(rows), n), rounded to the tick."""
         n = self.n
-        o, h, l, c = self.o[rows], self.h[rows], self.l[rows], self.c[rows]
+        o, h, lo, c = self.o[rows], self.h[rows], self.l[rows], self.c[rows]
         up = c >= o
-        k1 = np.where(up, l, h)
-        k2 = np.where(up, h, l)
+        k1 = np.where(up, lo, h)
+        k2 = np.where(up, h, lo)
         knots = [o, k1, k2, c]
         if n <= 4:
             out = np.stack(knots[:n], axis=1) if n else np.empty((len(rows), 0))
@@ -133,7 +138,7 @@ class SymbolData:
         t0, iv, n = int(self.open_ms[row]), self.interval_ms, self.n
         return [t0 + (j * iv) // n for j in range(n)] + [t0 + iv - 1]
 
-    def state(self, row: int, j: int) -> tuple:
+    def state(self, row: int, j: int) -> CandleState:
         """(o, h, l, c, v, q, trades, V, Q) of candle ``row`` after update ``j`` (j == n: final)."""
         n = self.n
         if j < 0:
@@ -156,13 +161,13 @@ class SymbolData:
         times = self.update_times(row)
         return int(np.searchsorted(np.array(times), now_ms, side="right")) - 1
 
-    def kline_row(self, row: int, j: int) -> list:
+    def kline_row(self, row: int, j: int) -> KlineRow:
         """REST kline row ``[t, "o", "h", "l", "c", "v", T, "q", n, "V", "Q", "0"]``."""
-        o, h, l, c, v, q, n, tb, tq = self.state(row, j)
+        o, h, lo, c, v, q, n, tb, tq = self.state(row, j)
         t = int(self.open_ms[row])
         pf, vf = self.pfmt, self.vfmt
-        return [t, pf % o, pf % h, pf % l, pf % c, vf % v, t + self.interval_ms - 1, "%.5f" % q,
-                n, vf % tb, "%.5f" % tq, "0"]
+        return [t, pf % o, pf % h, pf % lo, pf % c, vf % v, t + self.interval_ms - 1, f"{q:.5f}",
+                n, vf % tb, f"{tq:.5f}", "0"]
 
     def events(self, rows: np.ndarray) -> list[list[Event]]:
         """Events of candles ``rows``: result[i] = the n + 1 events of rows[i], in order."""
@@ -193,7 +198,7 @@ class SymbolData:
                         (fid + tr - 1).tolist())
                 x = "true"
             fl = fid.tolist()
-            for i, (cc, hh, ll, vv, qq, nn, bb, bq, last) in enumerate(zip(*cols)):
+            for i, (cc, hh, ll, vv, qq, nn, bb, bq, last) in enumerate(zip(*cols, strict=True)):
                 raw = tmpl % (E[i], tl[i], tl[i] + iv - 1, fl[i], last, o[i], cc, hh, ll, vv, nn,
                               x, qq, bb, bq)
                 out[i].append(Event(E[i], sym, int(rows[i]), j, pf % cc, raw))
@@ -244,7 +249,8 @@ class Market:
         """Price before the replay: the close of the last candle before start (else the open)."""
         d = self.data[symbol]
         r = d.row_at(self.start_ms - 1)
-        return d.pfmt % (d.rnd(np.array([d.c[r] if r >= 0 else d.o[0]]))[0])
+        price: float = d.rnd(np.array([d.c[r] if r >= 0 else d.o[0]]))[0]
+        return d.pfmt % price
 
     def iter_events(self, chunk: int = 512) -> Iterator[Event]:
         """All events from ``start_ms`` in send order: by time, then in ``symbols`` order."""
@@ -260,7 +266,7 @@ class Market:
                 for lst in evs:
                     for e in lst:
                         e.sym = si
-                per.append(({int(d.open_ms[r]): e for r, e in zip(rows, evs)}, si))
+                per.append(({int(d.open_ms[r]): e for r, e in zip(rows, evs, strict=True)}, si))
             for t in block.tolist():
                 cands = [m[t] for m, _ in per if t in m]
                 for j in range(self.n + 1):
@@ -268,7 +274,7 @@ class Market:
                         yield lst[j]
 
     def klines(self, symbol: str, now_ms: int, start: int | None, end: int | None,
-               limit: int) -> list[list]:
+               limit: int) -> list[KlineRow]:
         """``/fapi/v1/klines`` rows: open time <= now; the forming candle has its partial state."""
         d = self.data[symbol]
         last = d.row_at(now_ms)

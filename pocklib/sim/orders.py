@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from pocklib.sim.errors import ZERO
+from pocklib.sim.money import ZERO
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Position:
 
     symbol: str
     sign: int = 0
-    lots: deque = field(default_factory=deque)
+    lots: deque[tuple[Decimal, Decimal]] = field(default_factory=deque)   # (qty, price)
     update_time: int = 0
 
     @property

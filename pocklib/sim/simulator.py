@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import pandas as pd
 from aiohttp import web
 
-from pocklib.sim import trading
-from pocklib.sim.clock import SimClock
+from pocklib.sim.core import SimCore
 from pocklib.sim.engine import Engine
 from pocklib.sim.faults import FaultPlan
 from pocklib.sim.market import Market
-from pocklib.sim.server import SimCore, build_app
-from pocklib.sim.streams import Hub, Replay
+from pocklib.sim.payloads import snapshot
+from pocklib.sim.server import build_app
+from pocklib.sim.simclock import SimClock
+
+T = TypeVar("T")
 
 
 class Simulator:
@@ -57,7 +62,7 @@ class Simulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._replay_task: asyncio.Task | None = None
+        self._replay_task: asyncio.Task[None] | None = None
         self._done = threading.Event()
         self.base_url = ""
         self.ws_url = ""
@@ -72,7 +77,7 @@ class Simulator:
         """Start serving on 127.0.0.1 (a free port unless one was given); returns the base URL."""
         if self._thread is not None:
             return self.base_url
-        ready: Future = Future()
+        ready: Future[int] = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="pocklib-sim",
                                         daemon=True)
         self._thread.start()
@@ -81,7 +86,7 @@ class Simulator:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         return self.base_url
 
-    def _run(self, ready: Future) -> None:
+    def _run(self, ready: Future[int]) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
@@ -100,9 +105,8 @@ class Simulator:
 
     async def _startup(self) -> int:
         core = self._core
-        core.hub = Hub(core)
-        core.replay = Replay(core)
-        core.replay.on_done.append(self._done.set)
+        replay = core.new_replay()
+        replay.on_done.append(self._done.set)
         app = build_app(core)
         # Short shutdown: a request held by a "timeout" fault must not hold up stop().
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -110,22 +114,20 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = int(self._runner.addresses[0][1])   # (host, port) of the one site
+        # (Re)install the plan now that a loop runs: fresh counters, and the drop timer starts.
         core.set_faults(core.faults.plan)
-        self._replay_task = asyncio.get_running_loop().create_task(core.replay.run())
+        self._replay_task = asyncio.get_running_loop().create_task(replay.run())
         return port
 
     async def _shutdown(self) -> None:
         core = self._core
         if self._replay_task:
             self._replay_task.cancel()
-        if core._drop_task:
-            core._drop_task.cancel()
+        core.stop_drop_task()
         for c in list(core.hub.conns):
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(c.ws.close(code=1001, message=b"server shutdown"), 1.0)
-            except Exception:
-                pass
         if self._runner:
             await self._runner.cleanup()
 
@@ -137,7 +139,7 @@ class Simulator:
         self._thread.join(timeout=15)
         self._thread = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         self.start()
         return self
 
@@ -147,20 +149,21 @@ class Simulator:
     @property
     def api_key(self) -> str:
         """The one API key this exchange accepts (a test key, not a secret)."""
-        return self._core.api_key
+        return self._core.auth.api_key
 
     @property
     def api_secret(self) -> str:
         """The HMAC secret paired with :attr:`api_key` (a test secret)."""
-        return self._core.api_secret.decode()
+        return self._core.auth.api_secret
 
     # -- inspection --------------------------------------------------------------------
-    def _call(self, fn, *args):
+    def _call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the server's loop (directly when not serving); waits for its result."""
         if self._loop is None or self._thread is None:
-            return fn(*args)
+            return fn()
 
-        async def run():
-            return fn(*args)
+        async def run() -> T:
+            return fn()
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     def now_ms(self) -> int:
@@ -178,7 +181,7 @@ class Simulator:
 
     def set_faults(self, plan: FaultPlan | None) -> None:
         """Install a new fault plan (None = no faults) from any thread."""
-        self._call(self._core.set_faults, plan)
+        self._call(partial(self._core.set_faults, plan))
 
     @property
     def faults(self) -> FaultPlan:
@@ -189,13 +192,13 @@ class Simulator:
         """Faults fired so far: (kind, detail)."""
         return list(self._core.faults.fired)
 
-    def account(self) -> dict:
+    def account(self) -> dict[str, Any]:
         """Exact account snapshot (Decimals): wallet_balance, realized_pnl, fees, unrealized_pnl,
         positions, open_orders, algo_orders, orders, fills, rejections."""
-        def snap():
+        def snap() -> dict[str, Any]:
             if self._thread is not None:
                 self._core.now()
-            return trading.snapshot(self.engine)
+            return snapshot(self.engine)
         return self._call(snap)
 
     @property
@@ -204,7 +207,7 @@ class Simulator:
         return list(self._core.requests)
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
         """Replay counters: events sent, closed candles sent, total candles to send."""
         r = getattr(self._core, "replay", None)
         return {"events": r.sent_events if r else 0, "closed_candles": r.closed_candles if r else 0,

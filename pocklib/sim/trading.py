@@ -1,364 +1,176 @@
-"""Signed REST endpoints: orders, algo orders, account, positions, trades (Binance JSON shapes).
+"""Signed REST endpoints: orders, algo orders, account, positions, trades.
 
-Field lists follow binance-wire-notes §2.3, §2.4, §7.2, §7.5 and the Binance docs' samples.
+Each endpoint takes the engine, and ``now`` when it reads or changes prices or orders (calling
+it first makes the replay catch up, so the answer sees the live price). The JSON shapes are in
+:mod:`pocklib.sim.payloads`.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable
+from functools import partial
 
-from pocklib.sim.engine import ZERO, AlgoOrder, ApiError, Engine, Order, fmt
+from pocklib.sim.api_errors import ApiError, Params
+from pocklib.sim.engine import Engine
+from pocklib.sim.payloads import (
+    JSON,
+    MAX_NOTIONAL,
+    account,
+    algo_json,
+    balance,
+    fill_json,
+    has_activity,
+    order_json,
+    position_v2,
+    position_v3,
+)
+from pocklib.sim.rest import Endpoint, Now, Route
 
-if TYPE_CHECKING:
-    from pocklib.sim.server import SimCore
+# -- plain orders ------------------------------------------------------------------------------
 
-MAX_NOTIONAL = "1000000"
-
-
-def _q(e: Engine, symbol: str, d: Decimal) -> str:
-    return fmt(d, e.filters[symbol].quantity_precision)
-
-
-def _p(e: Engine, symbol: str, d: Decimal) -> str:
-    return fmt(d, e.filters[symbol].price_precision) if d else "0"
-
-
-def order_json(e: Engine, o: Order, post: bool = False, ack: bool = False) -> dict:
-    """Order object: POST response (``post``; ``ack`` = newOrderRespType ACK) or query/cancel."""
-    executed, quote, avg, status = o.executed, o.cum_quote, o.avg_price, o.status
-    if ack and o.type == "MARKET":
-        # Binance answers an ACK before the match: the MARKET order is still NEW there.
-        executed, quote, avg, status = ZERO, ZERO, ZERO, "NEW"
-    d: dict[str, Any] = {
-        "orderId": o.order_id,
-        "symbol": o.symbol,
-        "status": status,
-        "clientOrderId": o.client_id,
-        "price": _p(e, o.symbol, o.price),
-        "avgPrice": fmt(avg, 5) if avg else "0.00000",
-        "origQty": _q(e, o.symbol, o.qty),
-        "executedQty": _q(e, o.symbol, executed),
-        "cumQuote": fmt(quote, 5),
-        "timeInForce": o.tif,
-        "type": o.type,
-        "reduceOnly": o.reduce_only,
-        "closePosition": o.close_position,
-        "side": o.side,
-        "positionSide": "BOTH",
-        "stopPrice": _p(e, o.symbol, o.stop_price),
-        "workingType": o.working_type,
-        "priceProtect": o.price_protect,
-        "origType": o.orig_type,
-        "priceMatch": "NONE",
-        "selfTradePreventionMode": "EXPIRE_MAKER",
-        "goodTillDate": 0,
-        "updateTime": o.update_time,
-    }
-    if post:
-        d["cumQty"] = _q(e, o.symbol, executed)
-    else:
-        d["time"] = o.time
-    return d
+def post_order(e: Engine, now: Now, p: Params) -> JSON:
+    o = e.place_order(p, now())
+    return order_json(e, o, post=True, ack=p.get("newOrderRespType", "ACK") != "RESULT")
 
 
-def algo_json(e: Engine, a: AlgoOrder, query: bool = False) -> dict:
-    """Algo order object (wire notes §2.4 / §7.2); ``query`` adds the actual* fields."""
-    d: dict[str, Any] = {
-        "algoId": a.algo_id,
-        "clientAlgoId": a.client_algo_id,
-        "algoType": "CONDITIONAL",
-        "orderType": a.order_type,
-        "symbol": a.symbol,
-        "side": a.side,
-        "positionSide": "BOTH",
-        "timeInForce": a.tif,
-        "quantity": _q(e, a.symbol, a.qty) if a.qty is not None else "0",
-        "algoStatus": a.status,
-        "triggerPrice": _p(e, a.symbol, a.trigger),
-        "price": "0",
-        "icebergQuantity": None,
-        "selfTradePreventionMode": "EXPIRE_MAKER",
-        "workingType": a.working_type,
-        "priceMatch": "NONE",
-        "closePosition": a.close_position,
-        "priceProtect": a.price_protect,
-        "reduceOnly": a.reduce_only,
-        "activatePrice": "",
-        "callbackRate": "",
-        "createTime": a.create_time,
-        "updateTime": a.update_time,
-        "triggerTime": a.trigger_time,
-        "goodTillDate": 0,
-    }
-    if query:
-        d["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
-        d["actualPrice"] = _p(e, a.symbol, a.actual_price) if a.actual_qty else ""
-        d["actualQty"] = _q(e, a.symbol, a.actual_qty) if a.actual_qty else ""
-        d["actualType"] = "MARKET" if a.actual_order_id else ""
-    return d
+def get_order(e: Engine, now: Now, p: Params) -> JSON:
+    now()
+    return order_json(e, e.find_order(p, cancel=False))
 
 
-def _position_numbers(e: Engine, s: str) -> dict[str, Any]:
-    pos = e.positions[s]
-    mark = e.price(s)
-    amt = pos.amt
-    lev = e.leverage[s]
-    notional = amt * mark
-    return dict(amt=amt, entry=pos.entry_price, mark=mark, upnl=pos.unrealized(mark),
-                notional=notional, im=abs(notional) / lev, lev=lev,
-                oim=e.order_margin(s), mm=abs(notional) * Decimal("0.004"),
-                update=pos.update_time)
+def delete_order(e: Engine, now: Now, p: Params) -> JSON:
+    return order_json(e, e.cancel_order(p, now()))
 
 
-def _has_activity(e: Engine, s: str) -> bool:
-    return bool(e.positions[s].lots or e.open_orders(s) or e.open_algos(s))
+def open_orders(e: Engine, now: Now, p: Params) -> list[JSON]:
+    now()
+    return [order_json(e, o) for o in e.open_orders(e.optional_symbol_param(p))]
 
 
-def position_v3(e: Engine, s: str) -> dict:
-    n = _position_numbers(e, s)
-    return {
-        "symbol": s, "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]),
-        "entryPrice": fmt(n["entry"], 8), "breakEvenPrice": fmt(n["entry"], 8),
-        "markPrice": fmt(n["mark"], 8), "unRealizedProfit": fmt(n["upnl"]),
-        "liquidationPrice": "0", "isolatedMargin": "0", "notional": fmt(n["notional"]),
-        "marginAsset": "USDT", "isolatedWallet": "0", "initialMargin": fmt(n["im"] + n["oim"]),
-        "maintMargin": fmt(n["mm"]), "positionInitialMargin": fmt(n["im"]),
-        "openOrderInitialMargin": fmt(n["oim"]), "adl": 0, "bidNotional": "0",
-        "askNotional": "0", "updateTime": n["update"],
-    }
+def all_orders(e: Engine, now: Now, p: Params) -> list[JSON]:
+    now()
+    s = e.symbol_param(p)
+    return [order_json(e, o) for o in e.orders.values() if o.symbol == s]
 
 
-def position_v2(e: Engine, s: str) -> dict:
-    n = _position_numbers(e, s)
-    return {
-        "symbol": s, "positionAmt": _q(e, s, n["amt"]), "entryPrice": fmt(n["entry"], 8),
-        "breakEvenPrice": fmt(n["entry"], 8), "markPrice": fmt(n["mark"], 8),
-        "unRealizedProfit": fmt(n["upnl"]), "liquidationPrice": "0",
-        "leverage": str(n["lev"]), "maxNotionalValue": MAX_NOTIONAL, "marginType": "cross",
-        "isolatedMargin": "0.00000000", "isAutoAddMargin": "false", "positionSide": "BOTH",
-        "notional": fmt(n["notional"]), "isolatedWallet": "0", "updateTime": n["update"],
-        "isolated": False, "adlQuantile": 0,
-    }
+def cancel_all_orders(e: Engine, now: Now, p: Params) -> JSON:
+    e.cancel_all(e.symbol_param(p), now())
+    return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
 
-def _totals(e: Engine) -> dict[str, Decimal]:
-    upnl = e.unrealized()
-    im = sum((e.position_margin(s) for s in e.filters), ZERO)
-    oim = sum((e.order_margin(s) for s in e.filters), ZERO)
-    mm = sum((abs(e.positions[s].amt) * e.price(s) * Decimal("0.004") for s in e.filters), ZERO)
-    avail = e.available()
-    return dict(wallet=e.wallet, upnl=upnl, margin=e.wallet + upnl, im=im, oim=oim, mm=mm,
-                avail=avail, maxw=max(ZERO, min(e.wallet, avail)))
+# -- algo orders -------------------------------------------------------------------------------
+
+def post_algo(e: Engine, now: Now, p: Params) -> JSON:
+    return algo_json(e, e.place_algo(p, now()))
 
 
-def account(e: Engine, now: int, version: int) -> dict:
-    """GET /fapi/v2/account and /fapi/v3/account."""
-    t = _totals(e)
-    asset = {
-        "asset": "USDT", "walletBalance": fmt(t["wallet"]), "unrealizedProfit": fmt(t["upnl"]),
-        "marginBalance": fmt(t["margin"]), "maintMargin": fmt(t["mm"]),
-        "initialMargin": fmt(t["im"] + t["oim"]), "positionInitialMargin": fmt(t["im"]),
-        "openOrderInitialMargin": fmt(t["oim"]), "crossWalletBalance": fmt(t["wallet"]),
-        "crossUnPnl": fmt(t["upnl"]), "availableBalance": fmt(t["avail"]),
-        "maxWithdrawAmount": fmt(t["maxw"]), "marginAvailable": True, "updateTime": now,
-    }
-    totals = {
-        "totalInitialMargin": fmt(t["im"] + t["oim"]), "totalMaintMargin": fmt(t["mm"]),
-        "totalWalletBalance": fmt(t["wallet"]), "totalUnrealizedProfit": fmt(t["upnl"]),
-        "totalMarginBalance": fmt(t["margin"]), "totalPositionInitialMargin": fmt(t["im"]),
-        "totalOpenOrderInitialMargin": fmt(t["oim"]), "totalCrossWalletBalance": fmt(t["wallet"]),
-        "totalCrossUnPnl": fmt(t["upnl"]), "availableBalance": fmt(t["avail"]),
-        "maxWithdrawAmount": fmt(t["maxw"]),
-    }
+def get_algo(e: Engine, now: Now, p: Params) -> JSON:
+    now()
+    return algo_json(e, e.find_algo(p, cancel=False), query=True)
+
+
+def delete_algo(e: Engine, now: Now, p: Params) -> JSON:
+    a = e.cancel_algo(p, now())
+    return {"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200",
+            "msg": "success"}
+
+
+def open_algos(e: Engine, now: Now, p: Params) -> list[JSON]:
+    now()
+    return [algo_json(e, a, query=True) for a in e.open_algos(e.optional_symbol_param(p))]
+
+
+def all_algos(e: Engine, now: Now, p: Params) -> list[JSON]:
+    now()
+    s = e.symbol_param(p)
+    return [algo_json(e, a, query=True) for a in e.algos.values() if a.symbol == s]
+
+
+def cancel_all_algos(e: Engine, now: Now, p: Params) -> JSON:
+    e.cancel_all_algos(e.symbol_param(p), now())
+    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+
+# -- account settings --------------------------------------------------------------------------
+
+def post_leverage(e: Engine, p: Params) -> JSON:
+    s, lev = e.set_leverage(p)
+    return {"leverage": lev, "maxNotionalValue": MAX_NOTIONAL, "symbol": s}
+
+
+def get_dual_side(e: Engine, p: Params) -> JSON:
+    return {"dualSidePosition": e.dual_side}
+
+
+def post_dual_side(e: Engine, p: Params) -> JSON:
+    e.set_dual(p)
+    return {"code": 200, "msg": "success"}
+
+
+# -- account, positions, trades ----------------------------------------------------------------
+
+def get_account(e: Engine, now: Now, version: int, p: Params) -> JSON:
+    return account(e, now(), version)
+
+
+def get_balance(e: Engine, now: Now, p: Params) -> list[JSON]:
+    return balance(e, now())
+
+
+def position_risk(e: Engine, now: Now, version: int, p: Params) -> list[JSON]:
+    now()
+    s = e.optional_symbol_param(p)
+    syms = [s] if s else list(e.filters)
     if version == 3:
-        positions = []
-        for s in e.filters:
-            if not _has_activity(e, s):
-                continue
-            n = _position_numbers(e, s)
-            positions.append({
-                "symbol": s, "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]),
-                "unrealizedProfit": fmt(n["upnl"]), "isolatedMargin": "0",
-                "notional": fmt(n["notional"]), "isolatedWallet": "0",
-                "initialMargin": fmt(n["im"] + n["oim"]), "maintMargin": fmt(n["mm"]),
-                "updateTime": n["update"]})
-        return {**totals, "assets": [asset], "positions": positions}
-    positions = []
-    for s in e.filters:
-        n = _position_numbers(e, s)
-        positions.append({
-            "symbol": s, "initialMargin": fmt(n["im"] + n["oim"]), "maintMargin": fmt(n["mm"]),
-            "unrealizedProfit": fmt(n["upnl"]), "positionInitialMargin": fmt(n["im"]),
-            "openOrderInitialMargin": fmt(n["oim"]), "leverage": str(n["lev"]),
-            "isolated": False, "entryPrice": fmt(n["entry"], 8),
-            "breakEvenPrice": fmt(n["entry"], 8), "maxNotional": MAX_NOTIONAL,
-            "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]),
-            "notional": fmt(n["notional"]), "isolatedWallet": "0", "updateTime": n["update"],
-            "bidNotional": "0", "askNotional": "0"})
-    return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
-            "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False,
-            "tradeGroupId": -1, **totals, "assets": [asset], "positions": positions}
+        return [position_v3(e, x) for x in syms if has_activity(e, x)]
+    return [position_v2(e, x) for x in syms]
 
 
-def balance(e: Engine, now: int) -> list[dict]:
-    """GET /fapi/v2/balance and /fapi/v3/balance."""
-    t = _totals(e)
-    return [{"accountAlias": "SimUSDT", "asset": "USDT", "balance": fmt(t["wallet"]),
-             "crossWalletBalance": fmt(t["wallet"]), "crossUnPnl": fmt(t["upnl"]),
-             "availableBalance": fmt(t["avail"]), "maxWithdrawAmount": fmt(t["maxw"]),
-             "marginAvailable": True, "updateTime": now}]
+def user_trades(e: Engine, now: Now, p: Params) -> list[JSON]:
+    now()
+    s = e.symbol_param(p)
+    start, end = p.get("startTime"), p.get("endTime")
+    rows = [f for f in e.fills if f.symbol == s
+            and (not start or f.time >= int(start)) and (not end or f.time <= int(end))
+            and (not p.get("orderId") or f.order_id == int(p["orderId"]))]
+    if p.get("fromId"):
+        rows = [f for f in rows if f.id >= int(p["fromId"])]
+    limit = int(p.get("limit") or 500)
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+    if p.get("fromId"):
+        return [fill_json(e, f) for f in rows[:limit]]
+    return [fill_json(e, f) for f in rows[-limit:]]
 
 
-def fill_json(e: Engine, f) -> dict:
-    s = f.symbol
-    return {"buyer": f.side == "BUY", "commission": fmt(f.fee), "commissionAsset": "USDT",
-            "id": f.id, "maker": f.maker, "orderId": f.order_id, "price": _p(e, s, f.price),
-            "qty": _q(e, s, f.qty), "quoteQty": fmt(f.quote, 5), "realizedPnl": fmt(f.realized_pnl),
-            "side": f.side, "positionSide": "BOTH", "symbol": s, "time": f.time}
+# -- the table ---------------------------------------------------------------------------------
+
+def _signed(fn: Endpoint, weight: int, order: bool = False) -> Route:
+    return Route(fn, weight, signed=True, order=order)
 
 
-def snapshot(e: Engine) -> dict:
-    """Exact state for test assertions (Decimals)."""
+def trading_routes(e: Engine, now: Now) -> dict[str, dict[str, Route]]:
+    """Path -> HTTP method -> route, for the signed endpoints (weights as Binance's)."""
     return {
-        "initial_balance": e.initial,
-        "wallet_balance": e.wallet,
-        "realized_pnl": e.realized,
-        "fees": e.fees,
-        "unrealized_pnl": e.unrealized(),
-        "positions": {s: {"qty": p.amt, "entry_price": p.entry_price,
-                          "unrealized_pnl": p.unrealized(e.price(s)), "mark_price": e.price(s),
-                          "leverage": e.leverage[s]}
-                      for s, p in e.positions.items()},
-        "open_orders": [order_json(e, o) for o in e.open_orders(None)],
-        "algo_orders": [algo_json(e, a, query=True) for a in e.algos.values()],
-        "open_algo_orders": [algo_json(e, a, query=True) for a in e.open_algos(None)],
-        "orders": [order_json(e, o) for o in e.orders.values()],
-        "fills": [fill_json(e, f) for f in e.fills],
-        "rejections": [{"code": c, "msg": m, "endpoint": ep} for c, m, ep in e.rejections],
-    }
-
-
-Fn = Callable[[Any, dict], Any]
-
-
-def routes(core: "SimCore") -> dict[str, dict[str, tuple[Fn, int, bool]]]:
-    """Path -> method -> (async handler(request, params), weight, counts-as-order)."""
-    e = core.engine
-
-    async def post_order(req, p):
-        o = e.place_order(p, core.now())
-        rt = p.get("newOrderRespType", "ACK")
-        return order_json(e, o, post=True, ack=rt != "RESULT")
-
-    async def get_order(req, p):
-        core.now()
-        return order_json(e, e.find_order(p, cancel=False))
-
-    async def delete_order(req, p):
-        return order_json(e, e.cancel_order(p, core.now()))
-
-    async def open_orders(req, p):
-        core.now()
-        return [order_json(e, o) for o in e.open_orders(e._sym(p, required=False))]
-
-    async def cancel_all(req, p):
-        e.cancel_all(e._sym(p), core.now())
-        return {"code": 200, "msg": "The operation of cancel all open order is done."}
-
-    async def post_algo(req, p):
-        return algo_json(e, e.place_algo(p, core.now()))
-
-    async def get_algo(req, p):
-        core.now()
-        return algo_json(e, e.find_algo(p, cancel=False), query=True)
-
-    async def delete_algo(req, p):
-        a = e.cancel_algo(p, core.now())
-        return {"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200",
-                "msg": "success"}
-
-    async def open_algos(req, p):
-        core.now()
-        return [algo_json(e, a, query=True) for a in e.open_algos(e._sym(p, required=False))]
-
-    async def all_algos(req, p):
-        core.now()
-        s = e._sym(p)
-        return [algo_json(e, a, query=True) for a in e.algos.values() if a.symbol == s]
-
-    async def cancel_all_algos(req, p):
-        e.cancel_all_algos(e._sym(p), core.now())
-        return {"code": 200, "msg": "The operation of cancel all open order is done."}
-
-    async def all_orders(req, p):
-        core.now()
-        s = e._sym(p)
-        return [order_json(e, o) for o in e.orders.values() if o.symbol == s]
-
-    async def leverage(req, p):
-        s, lev = e.set_leverage(p)
-        return {"leverage": lev, "maxNotionalValue": MAX_NOTIONAL, "symbol": s}
-
-    async def dual_get(req, p):
-        return {"dualSidePosition": e.dual_side}
-
-    async def dual_post(req, p):
-        e.set_dual(p)
-        return {"code": 200, "msg": "success"}
-
-    def acct(version):
-        async def h(req, p):
-            return account(e, core.now(), version)
-        return h
-
-    async def bal(req, p):
-        return balance(e, core.now())
-
-    def risk(version):
-        async def h(req, p):
-            core.now()
-            s = e._sym(p, required=False)
-            syms = [s] if s else list(e.filters)
-            if version == 3:
-                return [position_v3(e, x) for x in syms if _has_activity(e, x)]
-            return [position_v2(e, x) for x in syms]
-        return h
-
-    async def user_trades(req, p):
-        core.now()
-        s = e._sym(p)
-        start, end = p.get("startTime"), p.get("endTime")
-        rows = [f for f in e.fills if f.symbol == s
-                and (not start or f.time >= int(start)) and (not end or f.time <= int(end))
-                and (not p.get("orderId") or f.order_id == int(p["orderId"]))]
-        if p.get("fromId"):
-            rows = [f for f in rows if f.id >= int(p["fromId"])]
-        limit = int(p.get("limit") or 500)
-        if not 1 <= limit <= 1000:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
-        return [fill_json(e, f) for f in rows[-limit:]] if not p.get("fromId") else \
-            [fill_json(e, f) for f in rows[:limit]]
-
-    return {
-        "/fapi/v1/order": {"POST": (post_order, 0, True), "GET": (get_order, 1, False),
-                           "DELETE": (delete_order, 1, False)},
-        "/fapi/v1/openOrders": {"GET": (open_orders, 1, False)},
-        "/fapi/v1/allOrders": {"GET": (all_orders, 5, False)},
-        "/fapi/v1/allOpenOrders": {"DELETE": (cancel_all, 1, False)},
-        "/fapi/v1/algoOrder": {"POST": (post_algo, 0, True), "GET": (get_algo, 1, False),
-                               "DELETE": (delete_algo, 1, False)},
-        "/fapi/v1/openAlgoOrders": {"GET": (open_algos, 1, False)},
-        "/fapi/v1/allAlgoOrders": {"GET": (all_algos, 5, False)},
-        "/fapi/v1/algoOpenOrders": {"DELETE": (cancel_all_algos, 1, False)},
-        "/fapi/v1/leverage": {"POST": (leverage, 1, False)},
-        "/fapi/v1/positionSide/dual": {"GET": (dual_get, 30, False),
-                                        "POST": (dual_post, 1, False)},
-        "/fapi/v2/account": {"GET": (acct(2), 5, False)},
-        "/fapi/v3/account": {"GET": (acct(3), 5, False)},
-        "/fapi/v2/balance": {"GET": (bal, 5, False)},
-        "/fapi/v3/balance": {"GET": (bal, 5, False)},
-        "/fapi/v2/positionRisk": {"GET": (risk(2), 5, False)},
-        "/fapi/v3/positionRisk": {"GET": (risk(3), 5, False)},
-        "/fapi/v1/userTrades": {"GET": (user_trades, 5, False)},
+        "/fapi/v1/order": {"POST": _signed(partial(post_order, e, now), 0, order=True),
+                           "GET": _signed(partial(get_order, e, now), 1),
+                           "DELETE": _signed(partial(delete_order, e, now), 1)},
+        "/fapi/v1/openOrders": {"GET": _signed(partial(open_orders, e, now), 1)},
+        "/fapi/v1/allOrders": {"GET": _signed(partial(all_orders, e, now), 5)},
+        "/fapi/v1/allOpenOrders": {"DELETE": _signed(partial(cancel_all_orders, e, now), 1)},
+        "/fapi/v1/algoOrder": {"POST": _signed(partial(post_algo, e, now), 0, order=True),
+                               "GET": _signed(partial(get_algo, e, now), 1),
+                               "DELETE": _signed(partial(delete_algo, e, now), 1)},
+        "/fapi/v1/openAlgoOrders": {"GET": _signed(partial(open_algos, e, now), 1)},
+        "/fapi/v1/allAlgoOrders": {"GET": _signed(partial(all_algos, e, now), 5)},
+        "/fapi/v1/algoOpenOrders": {"DELETE": _signed(partial(cancel_all_algos, e, now), 1)},
+        "/fapi/v1/leverage": {"POST": _signed(partial(post_leverage, e), 1)},
+        "/fapi/v1/positionSide/dual": {"GET": _signed(partial(get_dual_side, e), 30),
+                                        "POST": _signed(partial(post_dual_side, e), 1)},
+        "/fapi/v2/account": {"GET": _signed(partial(get_account, e, now, 2), 5)},
+        "/fapi/v3/account": {"GET": _signed(partial(get_account, e, now, 3), 5)},
+        "/fapi/v2/balance": {"GET": _signed(partial(get_balance, e, now), 5)},
+        "/fapi/v3/balance": {"GET": _signed(partial(get_balance, e, now), 5)},
+        "/fapi/v2/positionRisk": {"GET": _signed(partial(position_risk, e, now, 2), 5)},
+        "/fapi/v3/positionRisk": {"GET": _signed(partial(position_risk, e, now, 3), 5)},
+        "/fapi/v1/userTrades": {"GET": _signed(partial(user_trades, e, now), 5)},
     }
