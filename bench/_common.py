@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def machine() -> str:
         mem = f", {kb / 1024 / 1024:.0f} GB RAM"
     except (OSError, StopIteration, ValueError):
         pass
+    # imported here, not at the top: every part's process imports this module, and a part must
+    # not pay (time, peak RSS) for libraries it does not use before it asks for the machine line
     import numba
     import numpy
     import vectorbt
@@ -40,15 +43,13 @@ def machine() -> str:
 
 
 def peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def run_part(script: str, name: str, env: dict | None = None) -> dict:
     """Run ``python SCRIPT --part NAME`` in a fresh process; its last stdout line is a JSON dict."""
     out = subprocess.run([sys.executable, script, "--part", name], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, cwd=ROOT)
+                         env={**os.environ, **(env or {})}, cwd=ROOT, check=False)  # the status is read below
     if out.returncode != 0:
         raise SystemExit(f"part {name} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])

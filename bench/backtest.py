@@ -29,9 +29,21 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+from backtesting import Backtest, Strategy
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import machine  # bench/_common.py
+
+from pocklib import backtest
+from pocklib.rules import Rules, order_qty
+from pocklib.sample import generate
+from pocklib.signals import crossover
+from pocklib.sweep import backtest_pair
 
 DAYS = 365
 REPEAT = 3
@@ -49,13 +61,6 @@ def best(fn, repeat: int = REPEAT) -> tuple[float, object]:
 
 
 def backtesting_py(df, rules):
-    import numpy as np
-    import pandas as pd
-    from backtesting import Backtest, Strategy
-
-    from pocklib.rules import order_qty
-    from pocklib.signals import crossover
-
     close = df["close"].to_numpy()
     buy, sell = crossover(close, rules.fast, rules.slow)
     lots = np.array([order_qty(float(p), rules, "BTCUSDT") for p in close]) * LOT  # whole lots
@@ -90,13 +95,6 @@ def backtesting_py(df, rules):
 
 
 def main() -> None:
-    from _common import machine  # bench/_common.py
-
-    from pocklib import backtest
-    from pocklib.rules import Rules
-    from pocklib.sample import generate
-    from pocklib.sweep import backtest_pair
-
     print(machine())
     df = generate("BTCUSDT", days=DAYS)
     rules = Rules(symbols=("BTCUSDT",))

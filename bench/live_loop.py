@@ -26,8 +26,9 @@ import numpy as np
 
 from pocklib import backtest, history
 from pocklib import session as S
-from pocklib.runner import run_session
 from pocklib.rules import Rules
+from pocklib.runner import run_session
+from pocklib.sim import Simulator
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -51,6 +52,7 @@ class Probe:
             probe.received = time.perf_counter()
             probe._orig(sess, c)
             probe.handle_ms.append((time.perf_counter() - probe.received) * 1e3)
+            return None
 
         def init(sess, *a, **k):
             probe._init(sess, *a, **k)
@@ -98,8 +100,6 @@ def main() -> None:
               f"p99 {pct(probe.handle_ms, 99) * 1e3:.1f} us")
         probe.latency_ms.clear()
         probe.handle_ms.clear()
-        from pocklib.sim import Simulator
-
         with tempfile.TemporaryDirectory() as tmp, Simulator(frames, speed=a.speed,
                                                              start=frames["BTCUSDT"].index[200]) as sim:
             t0 = time.perf_counter()

@@ -29,12 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, peak_rss_mb, run_part  # noqa: E402  (bench/_common.py)
+from _common import machine, peak_rss_mb, run_part  # bench/_common.py
+
 sys.path.insert(0, str(ROOT / "bench"))
 
 DAYS = 365
 SAMPLE = 150
 REPEAT = 3
+
+
+# Imports inside the part functions are deliberate: each part runs in its own process and
+# reports its peak RSS, so a part imports only what it uses (the odds part never loads the
+# session loop, the replay part compiles no kernel before its own).
 
 
 def data():

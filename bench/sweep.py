@@ -33,12 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, peak_rss_mb, run_part  # noqa: E402  (bench/_common.py)
+from _common import machine, peak_rss_mb, run_part  # bench/_common.py
 
 DAYS = 365
 WINDOWS = range(5, 60)
 CHUNK = 50  # vectorbt pairs per chunk (memory)
 REPEAT = 3
+
+
+# Imports inside the part functions are deliberate: each part runs in its own process, times its
+# imports and reports its peak RSS, so a part imports only what it uses (pocklib's part never
+# loads vectorbt's portfolio code, vectorbt's part never compiles pocklib's kernels).
 
 
 def data():
@@ -135,13 +140,13 @@ def main() -> None:
           f"{cold['pairs']:,} pairs fast<slow in 5..59")
     print(f"pocklib  first call, fresh process, empty numba cache (compile included): {cold['first_call_s']:.2f} s")
     print(f"pocklib  first call, second process, numba on-disk cache:                 {cached['first_call_s']:.2f} s")
-    print(f"pocklib  warm (best of {REPEAT}): {cached['warm_s']:.3f} s   runs {['%.3f' % t for t in cached['warm_all_s']]}"
+    print(f"pocklib  warm (best of {REPEAT}): {cached['warm_s']:.3f} s   runs {[f'{t:.3f}' for t in cached['warm_all_s']]}"
           f"   peak RSS {cached['peak_rss_mb']:.0f} MB")
     print(f"vectorbt warm ({vb['chunks']} chunks of {vb['chunk']} pairs; all at once would need > 2.5 GB): "
           f"{vb['warm_s']:.2f} s   peak RSS {vb['peak_rss_mb']:.0f} MB")
     print(f"pair 9/21  pocklib  {json.dumps({k: round(v, 4) for k, v in cached['check'].items()})}")
     print(f"pair 9/21  vectorbt {json.dumps({k: round(v, 4) for k, v in vb['check'].items()})}")
-    import numpy as np
+    import numpy as np  # the parent only: a part's process must not have numpy loaded before it times imports
 
     a, b = np.array(cached["table"], dtype=float), np.array(vb["table"], dtype=float)
     same = np.isclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True).all(axis=1)

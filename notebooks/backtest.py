@@ -29,8 +29,6 @@
 _names_before_parameters = set(globals())
 
 # %% tags=["parameters"]
-import os
-
 symbols = ["BTCUSDT", "ETHUSDT"]
 interval = "5m"
 start = None
@@ -44,7 +42,7 @@ stop_loss_pct = 0.01
 take_profit_pct = 0.015
 fee_rate = 0.0005
 fill = "close"
-out_dir = os.environ.get("POCKLIB_BACKTEST_OUT_DIR", "out/backtest")
+out_dir = "out/backtest"
 target_usd = 6.0         # session odds: stop a session at total P&L >= +target_usd (USD)
 max_loss_usd = 15.0      # ... or <= -max_loss_usd (USD)
 hours = 4.0              # ... or after this many hours
@@ -89,7 +87,7 @@ pd.Series(rules.to_dict())
 # span a gap.
 
 # %%
-frames = {s: history.load(data, s, interval=interval, start=start, end=end) for s in rules.symbols}
+frames = history.load_frames(data, rules.symbols, interval=interval, start=start, end=end)
 synthetic = any(f.attrs.get("synthetic", False) for f in frames.values())
 if synthetic:
     display(Markdown("**SYNTHETIC sample data** — made-up candles for running the notebook offline; "
@@ -123,6 +121,8 @@ result.trades
 # run just builds the controls).
 
 # %%
+from pocklib.sweep import show_in
+
 _w_symbol = widgets.Dropdown(options=list(rules.symbols), description="symbol")
 _w_fast = widgets.IntSlider(value=rules.fast, min=2, max=50, description="fast")
 _w_slow = widgets.IntSlider(value=rules.slow, min=3, max=200, description="slow")
@@ -141,13 +141,12 @@ def _rerun(symbol, fast_window, slow_window):
 
 
 def _redraw(_change=None):
+    # One widget-state update per redraw (show_in), not clear_output + `with _w_out:` (see
+    # docs/scheduling.md: that capture context is what made headless runs wait forever).
     summary, res = _rerun(_w_symbol.value, _w_fast.value, _w_slow.value)
-    _w_out.clear_output(wait=True)
-    with _w_out:
-        print(summary)
-        if res is not None:
-            charts.price_figure(frames[_w_symbol.value], res.trades, _w_symbol.value, res.rules.fast,
-                                res.rules.slow, synthetic=synthetic).show()
+    figure = [] if res is None else [charts.price_figure(frames[_w_symbol.value], res.trades, _w_symbol.value,
+                                                         res.rules.fast, res.rules.slow, synthetic=synthetic)]
+    show_in(_w_out, summary, *figure)
 
 
 for _w in (_w_symbol, _w_fast, _w_slow):

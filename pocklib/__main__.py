@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+import pandas as pd
+
+from pocklib import history
+from pocklib.sample import write_sample
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(sim_main(args_list[1:]) or 0)
     args = _parser().parse_args(args_list)
-    from pocklib import history
-
     try:
         if args.command == "pull":
             return _pull(args)
@@ -96,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(g.to_string(index=False))
             return 0
         if args.command == "sample":
-            from pocklib.sample import write_sample
-
             out = args.out or str(history.data_dir() / "sample")
             for path in write_sample(out):
                 print(f"wrote {path} (synthetic)")
@@ -109,11 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from pocklib import history
-
-    try:
-        from binance.exceptions import BinanceAPIException, BinanceRequestException
+    try:  # python-binance and requests: heavy, and only a pull needs them (as pocklib.history.rest)
         import requests
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
 
         net_errors: tuple[type[BaseException], ...] = (
             BinanceAPIException, BinanceRequestException, requests.RequestException)
@@ -132,7 +131,7 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(df) -> str:  # type: ignore[no-untyped-def]
+def _summary(df: pd.DataFrame) -> str:
     if df.empty:
         return "0 candles"
     return f"{len(df)} candles {df.index[0]} .. {df.index[-1]}"

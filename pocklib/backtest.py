@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import vectorbt as vbt
 from vectorbt.portfolio.enums import StopEntryPrice, StopExitPrice
@@ -48,6 +49,12 @@ from pocklib.rules import Rules, order_qty, stop_levels
 from pocklib.signals import crossover, sma
 
 _REQUIRED = ("open", "high", "low", "close")
+
+F64 = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+#: One trade as a row of TRADE_COLUMNS: symbol, entry/exit time (UTC), entry/exit price (USD),
+#: qty (base asset), fees and pnl (USD), exit reason.
+TradeRow = tuple[str, pd.Timestamp, pd.Timestamp, float, float, float, float, float, str]
 
 
 @dataclass
@@ -89,7 +96,7 @@ def _check_frame(symbol: str, df: pd.DataFrame, rules: Rules) -> None:
         raise ValueError(f"frames[{symbol}]: {len(df)} candles; need at least slow+1 = {rules.slow + 1}")
 
 
-def _orders(buy: np.ndarray, sell: np.ndarray, o: np.ndarray, c: np.ndarray, rules: Rules):
+def _orders(buy: Bools, sell: Bools, o: F64, c: F64, rules: Rules) -> tuple[Bools, Bools, F64, bool]:
     """(entries, exits, price, sell_on_last) arrays for vectorbt from the candle signals."""
     n = len(c)
     if rules.fill == "close":
@@ -107,7 +114,9 @@ def _orders(buy: np.ndarray, sell: np.ndarray, o: np.ndarray, c: np.ndarray, rul
     return entries, exits, price, sell_on_last
 
 
-def _simulate(close_s: pd.Series, o, h, lo, entries, exits, price, size, rules: Rules):
+def _simulate(close_s: pd.Series, o: F64, h: F64, lo: F64, entries: Bools, exits: Bools, price: F64, size: F64,
+              rules: Rules) -> Any:
+    """vectorbt ``Portfolio.from_signals`` of one symbol under the conventions of the module doc."""
     idx = close_s.index
     return vbt.Portfolio.from_signals(
         close_s,
@@ -132,13 +141,15 @@ def _simulate(close_s: pd.Series, o, h, lo, entries, exits, price, size, rules: 
     )
 
 
-def _trades(pf, symbol: str, idx: pd.DatetimeIndex, o, h, lo, sell_on_last: bool, rules: Rules):
+def _trades(pf: Any, symbol: str, idx: pd.DatetimeIndex, o: F64, h: F64, lo: F64, sell_on_last: bool,
+            rules: Rules) -> tuple[list[TradeRow], list[int]]:
     """Trade rows (TRADE_COLUMNS) of one symbol and the candle indices of stop exits."""
     rec = pf.trades.values
     if (rec["status"] != 1).any():  # 1 = closed; the forced last exit closes everything
         raise RuntimeError(f"{symbol}: open trade left at the end of the backtest")
     n = len(idx)
-    rows, stop_idx = [], []
+    rows: list[TradeRow] = []
+    stop_idx: list[int] = []
     for r in rec:
         j = int(r["exit_idx"])
         entry, exit_ = float(r["entry_price"]), float(r["exit_price"])
@@ -159,7 +170,7 @@ def _trades(pf, symbol: str, idx: pd.DatetimeIndex, o, h, lo, sell_on_last: bool
     return rows, stop_idx
 
 
-def run_symbol(df: pd.DataFrame, rules: Rules, symbol: str) -> tuple[Any, list[tuple], pd.DataFrame]:
+def run_symbol(df: pd.DataFrame, rules: Rules, symbol: str) -> tuple[Any, list[TradeRow], pd.DataFrame]:
     """Backtest one symbol: (vectorbt Portfolio, trade rows, signals frame)."""
     _check_frame(symbol, df, rules)
     idx = df.index
@@ -190,12 +201,12 @@ def run_symbol(df: pd.DataFrame, rules: Rules, symbol: str) -> tuple[Any, list[t
     return pf, rows, signals
 
 
-def _usd_drawdown(dd) -> float:
+def _usd_drawdown(dd: Any) -> float:
     rec = dd.values
     return float((rec["peak_val"] - rec["valley_val"]).max()) if len(rec) else 0.0
 
 
-def symbol_stats(pf, rules: Rules) -> dict[str, Any]:
+def symbol_stats(pf: Any, rules: Rules) -> dict[str, Any]:
     """Stats of one symbol's portfolio, from vectorbt.
 
     total_pnl (USD, after fees), return_pct (% of capital), trades, win_rate (fraction of trades
@@ -236,7 +247,7 @@ def run(frames: dict[str, pd.DataFrame], rules: Rules) -> BacktestResult:
         portfolios[sym], signals[sym] = pf, sig
         gaps[sym] = history.gaps(frames[sym], rules.interval)
         st = symbol_stats(pf, rules)
-        st["gaps"] = int(len(gaps[sym]))
+        st["gaps"] = len(gaps[sym])
         st["missing_candles"] = int(gaps[sym]["missing"].sum()) if len(gaps[sym]) else 0
         stats[sym] = st
         all_rows += rows
@@ -267,7 +278,7 @@ def run(frames: dict[str, pd.DataFrame], rules: Rules) -> BacktestResult:
         "exposure": float(exposed.mean()),
         "fees": float(sum(stats[s]["fees"] for s in order)),
         "final_equity": float(comb.iloc[-1]),
-        "candles": int(len(union)),
+        "candles": len(union),
         "gaps": int(sum(stats[s]["gaps"] for s in order)),
         "missing_candles": int(sum(stats[s]["missing_candles"] for s in order)),
     }

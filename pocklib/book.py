@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import pandas as pd
 
+from pocklib.kernels import stop_fill
+from pocklib.model import EXIT_REASONS, TRADE_COLUMNS, Trade
 from pocklib.rules import Rules, stop_levels
 
-ExitReason = Literal["signal", "stop_loss", "take_profit", "end"]
-EXIT_REASONS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "end")
-
-
-@dataclass
-class Trade:
-    """One closed long: times UTC, prices USD, qty base asset, fees and pnl USD (pnl after fees)."""
-
-    symbol: str
-    entry_time: pd.Timestamp
-    exit_time: pd.Timestamp
-    entry_price: float
-    exit_price: float
-    qty: float
-    fees: float
-    pnl: float
-    exit_reason: str
-
-
-#: Column order of trades.csv and of every trades DataFrame.
-TRADE_COLUMNS: list[str] = [
-    "symbol", "entry_time", "exit_time", "entry_price", "exit_price", "qty", "fees", "pnl", "exit_reason",
-]
+#: The stop rule as plain Python: the very function the kernels compile (``Dispatcher.py_func``),
+#: so it runs without numba's call overhead or a compile, and cannot drift from the kernels.
+_stop_rule = stop_fill.py_func
 
 
 @dataclass
@@ -59,20 +40,15 @@ def fee(qty: float, price: float, fee_rate: float) -> float:
 
 
 def stop_exit(sl: float, tp: float, open: float, high: float, low: float) -> tuple[float, str] | None:
-    """The stop rule of one candle for a long: (fill price USD, reason) or None.
+    """The stop rule of one candle for a long: (fill price USD, reason word) or None.
 
     Stop loss first (when a candle touches both we assume the worse); a candle that opens
-    through a level fills at its open (gap). Same order as vectorbt 1.2 ``get_stop_price_nb``.
+    through a level fills at its open (gap), else a touched level fills at the level. Same order
+    as vectorbt 1.2 ``get_stop_price_nb``. The rule is written once, in
+    :func:`pocklib.kernels.stop_fill` (the compiled kernels inline it); this runs that function.
     """
-    if open <= sl:
-        return open, "stop_loss"
-    if low <= sl:
-        return sl, "stop_loss"
-    if open >= tp:
-        return open, "take_profit"
-    if high >= tp:
-        return tp, "take_profit"
-    return None
+    px, code = _stop_rule(open, high, low, sl, tp)
+    return None if math.isnan(px) else (px, EXIT_REASONS[code])
 
 
 def trades_frame(trades: list[Trade]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ date strings are ~4x larger, which keeps executed notebooks small.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -22,12 +23,13 @@ EXIT_STYLE = {  # reason -> (marker symbol, colour)
 }
 
 
-def _ms(t: pd.DatetimeIndex | pd.Series) -> np.ndarray:
+def _ms(t: pd.DatetimeIndex | pd.Series) -> npt.NDArray[np.float64]:
     """UTC times as float ms since epoch (plotly date axis)."""
     idx = pd.DatetimeIndex(t)
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
-    return idx.as_unit("ms").asi8.astype(np.float64)
+    out: npt.NDArray[np.float64] = idx.as_unit("ms").asi8.astype(np.float64)
+    return out
 
 
 def _stride(n: int, max_points: int | None) -> slice:

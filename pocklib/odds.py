@@ -26,19 +26,23 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from pocklib import kernels
+from pocklib.model import EXIT_REASONS, STOP_REASONS, TRADE_COLUMNS
 from pocklib.rules import Rules
 from pocklib.signals import crossover
 from pocklib.sweep import ohlc_arrays, order_qty_array
 
-#: Session stop reasons, indexed by the kernel's codes.
-REASONS: tuple[str, ...] = ("target", "max_loss", "time", "data_end")
-_EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end")
+if TYPE_CHECKING:  # display only: plotly is imported by the function that draws
+    import plotly.graph_objects as go
+
+#: Session stop reasons, indexed by the kernel's codes (the first four of StopReason).
+REASONS: tuple[str, ...] = STOP_REASONS[:4]
 
 
 @dataclass
@@ -59,46 +63,63 @@ class OddsResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: Names of the event arrays (:func:`_events`), in the kernels' argument order.
+EVENT_ARRAYS = ("t", "k", "o", "h", "lo", "c", "sig", "qc", "qo", "last")
+
+
+def _symbol_events(df: pd.DataFrame, rules: Rules, symbol: str, k: int) -> tuple[npt.NDArray[Any], ...]:
+    """The events of one symbol's candles (symbol index ``k``), arrays in :data:`EVENT_ARRAYS`
+    order, after the frame's checks."""
+    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
+        raise ValueError(f"frames[{symbol}]: index must be a UTC DatetimeIndex of open times")
+    if not (df.index.is_monotonic_increasing and df.index.is_unique):
+        raise ValueError(f"frames[{symbol}]: index must be sorted and unique")
+    if len(df) < rules.slow + 1:
+        raise ValueError(f"frames[{symbol}]: {len(df)} candles; need at least slow+1 = {rules.slow + 1}")
+    o, h, lo, c = ohlc_arrays(df, f"frames[{symbol}]")
+    if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
+        raise ValueError(f"frames[{symbol}]: high/low do not bound open/close")
+    buy, sell = crossover(c, rules.fast, rules.slow)
+    sig = buy.astype(np.int8) - sell.astype(np.int8)
+    last = np.zeros(len(c), dtype=np.bool_)
+    last[-1] = True
+    t = df.index.as_unit("ms").asi8.astype(np.int64)
+    return (t, np.full(len(t), k, np.int64), o, h, lo, c, sig,
+            order_qty_array(c, rules, symbol), order_qty_array(o, rules, symbol), last)
+
+
 def _events(frames: dict[str, pd.DataFrame], rules: Rules) -> dict[str, Any]:
-    """Merged candle events of ``rules.symbols`` (time order, then rules.symbols order)."""
+    """Merged candle events of ``rules.symbols`` (time order, then rules.symbols order):
+    :data:`EVENT_ARRAYS` and ``"symbols"`` (the symbols found in ``frames``, in rules order)."""
     syms = [s for s in rules.symbols if s in frames]
     if not syms:
         raise ValueError(f"frames: none of rules.symbols {list(rules.symbols)} in frames {list(frames)}")
-    parts = []
-    for k, s in enumerate(syms):
-        df = frames[s]
-        if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
-            raise ValueError(f"frames[{s}]: index must be a UTC DatetimeIndex of open times")
-        if not (df.index.is_monotonic_increasing and df.index.is_unique):
-            raise ValueError(f"frames[{s}]: index must be sorted and unique")
-        if len(df) < rules.slow + 1:
-            raise ValueError(f"frames[{s}]: {len(df)} candles; need at least slow+1 = {rules.slow + 1}")
-        o, h, lo, c = ohlc_arrays(df, f"frames[{s}]")
-        if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
-            raise ValueError(f"frames[{s}]: high/low do not bound open/close")
-        buy, sell = crossover(c, rules.fast, rules.slow)
-        sig = buy.astype(np.int8) - sell.astype(np.int8)
-        last = np.zeros(len(c), dtype=np.bool_)
-        last[-1] = True
-        t = df.index.as_unit("ms").asi8.astype(np.int64)
-        parts.append((t, np.full(len(t), k, np.int64), o, h, lo, c, sig,
-                      order_qty_array(c, rules, s), order_qty_array(o, rules, s), last))
-    cols = [np.concatenate([p[j] for p in parts]) for j in range(10)]
+    parts = [_symbol_events(frames[s], rules, s, k) for k, s in enumerate(syms)]
+    cols = [np.concatenate([p[j] for p in parts]) for j in range(len(EVENT_ARRAYS))]
     order = np.lexsort((cols[1], cols[0]))
-    names = ("t", "k", "o", "h", "lo", "c", "sig", "qc", "qo", "last")
-    ev = {n: np.ascontiguousarray(a[order]) for n, a in zip(names, cols)}
+    ev: dict[str, Any] = {n: np.ascontiguousarray(a[order]) for n, a in zip(EVENT_ARRAYS, cols, strict=True)}
     ev["symbols"] = syms
     return ev
 
 
-def _kernel_args(ev: dict[str, Any], rules: Rules) -> tuple:
+#: The session kernels' arguments after the start: the event arrays (:data:`EVENT_ARRAYS`), then
+#: n_sym, interval_ms, session_ms, capital, fee, sl_pct, tp_pct, target, max_loss (USD), lag.
+KernelArgs = tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64],
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int8], npt.NDArray[np.float64],
+    npt.NDArray[np.float64], npt.NDArray[np.bool_],
+    int, int, int, float, float, float, float, float, float, int,
+]
+
+
+def _kernel_args(ev: dict[str, Any], rules: Rules) -> KernelArgs:
     return (ev["t"], ev["k"], ev["o"], ev["h"], ev["lo"], ev["c"], ev["sig"], ev["qc"], ev["qo"], ev["last"],
-            len(ev["symbols"]), int(rules.interval_ms), int(rules.session_ms), float(rules.capital),
+            len(ev["symbols"]), rules.interval_ms, rules.session_ms, float(rules.capital),
             float(rules.fee_rate), float(rules.stop_loss_pct), float(rules.take_profit_pct),
             float(rules.target_usd), float(rules.max_loss_usd), 0 if rules.fill == "close" else 1)
 
 
-def start_events(ev: dict[str, Any], rules: Rules, every: int = 1) -> np.ndarray:
+def start_events(ev: dict[str, Any], rules: Rules, every: int = 1) -> npt.NDArray[np.int64]:
     """Event index of each session start: the first event of every ``every``-th distinct open
     time whose whole session (start + hours) is covered by the data."""
     if not (isinstance(every, (int, np.integer)) and not isinstance(every, bool) and every >= 1):
@@ -106,7 +127,8 @@ def start_events(ev: dict[str, Any], rules: Rules, every: int = 1) -> np.ndarray
     t = ev["t"]
     first = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])[::every]
     covered = t[first] + rules.session_ms <= t[-1] + rules.interval_ms
-    return first[covered].astype(np.int64)
+    out: npt.NDArray[np.int64] = first[covered].astype(np.int64)
+    return out
 
 
 def session_odds(frames: dict[str, pd.DataFrame], rules: Rules, every: int = 1) -> OddsResult:
@@ -128,7 +150,7 @@ def session_odds(frames: dict[str, pd.DataFrame], rules: Rules, every: int = 1) 
     })
     return OddsResult(sessions=sessions, summary=summarize(sessions, rules), by_hour=by_hour(sessions),
                       rules=rules, every=int(every), seconds=seconds,
-                      meta={"symbols": list(ev["symbols"]), "events": int(len(ev["t"]))})
+                      meta={"symbols": list(ev["symbols"]), "events": len(ev["t"])})
 
 
 def _q(x: pd.Series, q: float) -> float:
@@ -187,8 +209,6 @@ def by_hour(sessions: pd.DataFrame) -> pd.DataFrame:
 def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) -> dict[str, Any]:
     """One session from ``start`` (Timestamp or ms; the first candle opening at or after it),
     with its trades: {"trades": DataFrame (TRADE_COLUMNS), "pnl", "reason", "end"}."""
-    from pocklib.book import TRADE_COLUMNS
-
     ev = _events(frames, rules)
     ms = int(start) if isinstance(start, (int, np.integer)) else int(pd.Timestamp(start).value // 1_000_000)
     e0 = int(np.searchsorted(ev["t"], ms, side="left"))
@@ -197,8 +217,7 @@ def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) ->
     cap = 4 * len(ev["symbols"]) * (int(rules.session_ms // rules.interval_ms) + 2)
     tr_i = np.empty((cap, 4), dtype=np.int64)
     tr_f = np.empty((cap, 5), dtype=np.float64)
-    args = list(_kernel_args(ev, rules))
-    pnl, reason, n_tr, last, _ = kernels.simulate_session(e0, *args, True, tr_i, tr_f)
+    pnl, reason, n_tr, last, _ = kernels.simulate_session(e0, *_kernel_args(ev, rules), True, tr_i, tr_f)
     k = min(n_tr, cap)
     syms = np.array(ev["symbols"], dtype=object)
     times = pd.to_datetime(ev["t"], unit="ms", utc=True)
@@ -211,7 +230,7 @@ def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) ->
         "qty": tr_f[:k, 0],
         "fees": tr_f[:k, 3],
         "pnl": tr_f[:k, 4],
-        "exit_reason": np.array(_EXIT_REASONS, dtype=object)[tr_i[:k, 3]],
+        "exit_reason": np.array(EXIT_REASONS, dtype=object)[tr_i[:k, 3]],
     }, columns=TRADE_COLUMNS)
     if len(trades):
         trades = trades.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
@@ -219,11 +238,11 @@ def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) ->
     return {"trades": trades, "pnl": float(pnl), "reason": REASONS[reason], "end": end}
 
 
-def odds_histogram(result: OddsResult, bins: int = 60):
+def odds_histogram(result: OddsResult, bins: int = 60) -> go.Figure:
     """Plotly histogram of session P&L (USD), stacked by stop reason, target/loss lines marked.
 
     Binned here (numpy) and drawn as bars, so a year of sessions stays a small figure."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # display only: computing the odds does not import plotly
 
     s = result.sessions
     p = s["pnl"].to_numpy()
@@ -234,13 +253,13 @@ def odds_histogram(result: OddsResult, bins: int = 60):
     mids = (edges[:-1] + edges[1:]) / 2
     colours = {"target": "#2ca02c", "max_loss": "#d62728", "time": "#1f77b4"}
     fig = go.Figure()
-    for r in ("target", "max_loss", "time"):
-        x = p[(s["reason"] == r).to_numpy()]
+    for why in ("target", "max_loss", "time"):
+        x = p[(s["reason"] == why).to_numpy()]
         counts, _ = np.histogram(x, bins=edges)
         fig.add_trace(go.Bar(
-            x=mids, y=counts, width=edges[1] - edges[0], marker_color=colours[r],
-            name=f"{r} ({len(x) / max(len(s), 1):.1%})",
-            hovertemplate="P&L %{x:.2f} USD<br>%{y} sessions<extra>" + r + "</extra>",
+            x=mids, y=counts, width=edges[1] - edges[0], marker_color=colours[why],
+            name=f"{why} ({len(x) / max(len(s), 1):.1%})",
+            hovertemplate="P&L %{x:.2f} USD<br>%{y} sessions<extra>" + why + "</extra>",
         ))
     r = result.rules
     for x, label in ((r.target_usd, f"+{r.target_usd:g} target"), (-r.max_loss_usd, f"-{r.max_loss_usd:g} max loss")):

@@ -94,9 +94,16 @@ def _to_step(x: float, step: str, rounding: str) -> Decimal:
     return (Decimal(repr(float(x))) / s).to_integral_value(rounding=rounding) * s
 
 
+def decimal_places(step: str | Decimal) -> int:
+    """Digits after the point of a decimal step: ``"0.001"`` -> 3, ``"0.10"`` -> 1, ``"10"`` -> 0."""
+    exp = Decimal(step).normalize().as_tuple().exponent
+    if not isinstance(exp, int):  # "n", "N", "F": NaN or infinity
+        raise ValueError(f"step: a finite decimal; got {step!r}")
+    return max(0, -exp)
+
+
 def _fmt(d: Decimal, step: str) -> str:
-    places = max(0, -Decimal(step).normalize().as_tuple().exponent)
-    return f"{d:.{places}f}"
+    return f"{d:.{decimal_places(step)}f}"
 
 
 #: Production USD-M filters at the time of writing (../shared/guide/binance.md). The live
@@ -137,9 +144,10 @@ class Rules:
     specs: dict[str, SymbolSpec] = field(default_factory=lambda: dict(DEFAULT_SPECS), compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.symbols, str):
-            object.__setattr__(self, "symbols", (self.symbols,))
-        object.__setattr__(self, "symbols", tuple(s.upper() for s in self.symbols))
+        given: Any = self.symbols  # callers may pass one symbol as a plain string
+        if isinstance(given, str):
+            given = (given,)
+        object.__setattr__(self, "symbols", tuple(s.upper() for s in given))
         _check(len(self.symbols) > 0, "symbols", "at least one symbol is needed", self.symbols)
         _check(len(set(self.symbols)) == len(self.symbols), "symbols", "duplicates", self.symbols)
         for s in self.symbols:
@@ -175,12 +183,12 @@ class Rules:
     @property
     def session_ms(self) -> int:
         """Session length in ms of exchange time."""
-        return int(round(self.hours * 3_600_000))
+        return round(self.hours * 3_600_000)
 
     def spec(self, symbol: str) -> SymbolSpec:
         return spec_for(symbol, self.specs)
 
-    def with_(self, **changes: Any) -> "Rules":
+    def with_(self, **changes: Any) -> Rules:
         """A copy with ``changes`` applied (and validated)."""
         return replace(self, **changes)
 
@@ -191,7 +199,7 @@ class Rules:
         return d
 
     @classmethod
-    def from_params(cls, **params: Any) -> "Rules":
+    def from_params(cls, **params: Any) -> Rules:
         """Build from notebook parameters; names that are not rules are ignored, unknown types rejected."""
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in params.items() if k in names}
@@ -253,6 +261,7 @@ __all__ = [
     "INTERVAL_MS",
     "Rules",
     "SymbolSpec",
+    "decimal_places",
     "order_qty",
     "spec_for",
     "stop_levels",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pocklib import history, report
+from pocklib import history, report, retry
 from pocklib.brokers.base import Broker
 from pocklib.brokers.binance import BinanceBroker
 from pocklib.brokers.paper import PaperBroker
@@ -457,7 +457,7 @@ def _connect(p: Plan, sim: Simulator | None, broker_options: dict[str, Any] | No
     if p.broker == "binance":
         brk = BinanceBroker(v, session_id=p.session_id or "pocklib", **(broker_options or {}))
     else:
-        brk = PaperBroker(clock=lambda: int(wu_client.futures_time()["serverTime"]))
+        brk = PaperBroker(clock=lambda: int(retry.call(wu_client.futures_time, what="server time")["serverTime"]))
     return _Conn(v, md_client, wu_client, brk, sim, started)
 
 

@@ -26,9 +26,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from pocklib.rules import DEFAULT_SPECS, INTERVAL_MS
+from pocklib.rules import DEFAULT_SPECS, INTERVAL_MS, decimal_places
+
+F64 = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 #: Column order of the canonical candle frame (also :data:`pocklib.history.COLUMNS`).
 COLUMNS = [
@@ -112,6 +116,67 @@ def _events(n: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
     return sorted(out, key=lambda e: e[1])
 
 
+def _event_masks(n: int, events: list[tuple[str, int, int]]) -> tuple[Bools, F64, Bools, Bools]:
+    """Per candle: (flat, log jump at the open, missing, up-trend forced before a down gap so a
+    long is open) from the placed events."""
+    flat = np.zeros(n, dtype=bool)
+    jump = np.zeros(n)  # log jump at the open (gap-open)
+    drop = np.zeros(n, dtype=bool)  # missing candles
+    forced_up = np.zeros(n, dtype=bool)  # up-trend forced before a down gap, so a long is open
+    for kind, first, length in events:
+        if kind == "flat":
+            flat[first:first + length] = True
+        elif kind == "missing":
+            drop[first:first + length] = True
+        elif kind == "gap_open_down_after_gap":
+            drop[first:first + length] = True
+            jump[first + length] = math.log(0.97)
+            forced_up[max(0, first - 60):first] = True
+        elif kind == "gap_open_down":
+            jump[first] = math.log(0.98)
+            forced_up[max(0, first - 60):first] = True
+        elif kind == "gap_open_up":
+            jump[first] = math.log(1.02)
+    return flat, jump, drop, forced_up
+
+
+def _log_path(log0: float, base_sd: float, k: float, z: F64, regime_u: F64, regime_pick: npt.NDArray[np.int64],
+              trend_mag: F64, flat: Bools, jump: F64, forced_up: Bools) -> tuple[F64, F64, F64]:
+    """(log open, log close, conditional std) of every candle: regimes (0 range, 1 up, 2 down),
+    mean length ~12 h, GARCH(1,1) variance, shocks ``z``, from the log price ``log0``."""
+    n = len(z)
+    alpha, beta = 0.08, 0.90
+    omega = base_sd**2 * (1 - alpha - beta)
+    switch_p = min(0.5, k / 144)
+    lo = np.empty(n)  # log open
+    lc = np.empty(n)  # log close
+    sd = np.empty(n)  # conditional std of the candle
+    regime, drift, anchor = 0, 0.0, log0
+    var, prev_eps, prev = base_sd**2, 0.0, log0
+    for i in range(n):
+        if regime_u[i] < switch_p:
+            regime = int(regime_pick[i])
+            drift = (0.0, 1.0, -1.0)[regime] * trend_mag[i] * base_sd
+            anchor = prev
+        var = min(omega + alpha * prev_eps**2 + beta * var, (6 * base_sd) ** 2)
+        s = math.sqrt(var)
+        sd[i] = s
+        o = prev + jump[i]
+        if flat[i]:
+            eps, r = 0.0, 0.0
+        else:
+            eps = s * z[i]
+            mu = 0.2 * base_sd if forced_up[i] else drift
+            if regime == 0 and not forced_up[i]:
+                mu = -0.03 * k * (o - anchor)  # ranging: pull back to the level
+            mu -= 0.0012 * k * (o - log0)  # keep the level near the profile price over weeks
+            r = mu + eps
+        lo[i], lc[i] = o, o + r
+        prev_eps = eps if not jump[i] else jump[i]  # a gap also heats up the volatility
+        prev = lc[i]
+    return lo, lc, sd
+
+
 def generate(
     symbol: str,
     interval: str = "5m",
@@ -144,25 +209,7 @@ def generate(
     k = iv_ms / 300_000  # interval in units of 5 minutes: drift scales with k, vol with sqrt(k)
     base_sd = prof.vol * math.sqrt(k)
 
-    events = _events(n, rng)
-    flat = np.zeros(n, dtype=bool)
-    jump = np.zeros(n)  # log jump at the open (gap-open)
-    drop = np.zeros(n, dtype=bool)  # missing candles
-    forced_up = np.zeros(n, dtype=bool)  # up-trend forced before a down gap, so a long is open
-    for kind, first, length in events:
-        if kind == "flat":
-            flat[first:first + length] = True
-        elif kind == "missing":
-            drop[first:first + length] = True
-        elif kind == "gap_open_down_after_gap":
-            drop[first:first + length] = True
-            jump[first + length] = math.log(0.97)
-            forced_up[max(0, first - 60):first] = True
-        elif kind == "gap_open_down":
-            jump[first] = math.log(0.98)
-            forced_up[max(0, first - 60):first] = True
-        elif kind == "gap_open_up":
-            jump[first] = math.log(1.02)
+    flat, jump, drop, forced_up = _event_masks(n, _events(n, rng))
 
     # Draw every random number up front, in a fixed order (determinism does not depend on logic).
     z = rng.standard_t(5, size=n) / math.sqrt(5 / 3)  # fat tails, unit variance
@@ -175,44 +222,14 @@ def generate(
     share_noise = rng.standard_normal(n)
     trades_noise = rng.uniform(0.8, 1.25, size=n)
 
-    # Regimes (0 range, 1 up, 2 down), mean length ~12 h; GARCH(1,1) variance.
-    alpha, beta = 0.08, 0.90
-    omega = base_sd**2 * (1 - alpha - beta)
-    switch_p = min(0.5, k / 144)
-    log0 = math.log(prof.price)
-    lo = np.empty(n)  # log open
-    lc = np.empty(n)  # log close
-    sd = np.empty(n)  # conditional std of the candle
-    regime, drift, anchor = 0, 0.0, log0
-    var, prev_eps, prev = base_sd**2, 0.0, log0
-    for i in range(n):
-        if regime_u[i] < switch_p:
-            regime = int(regime_pick[i])
-            drift = (0.0, 1.0, -1.0)[regime] * trend_mag[i] * base_sd
-            anchor = prev
-        var = min(omega + alpha * prev_eps**2 + beta * var, (6 * base_sd) ** 2)
-        s = math.sqrt(var)
-        sd[i] = s
-        o = prev + jump[i]
-        if flat[i]:
-            eps, r = 0.0, 0.0
-        else:
-            eps = s * z[i]
-            mu = 0.2 * base_sd if forced_up[i] else drift
-            if regime == 0 and not forced_up[i]:
-                mu = -0.03 * k * (o - anchor)  # ranging: pull back to the level
-            mu -= 0.0012 * k * (o - log0)  # keep the level near the profile price over weeks
-            r = mu + eps
-        lo[i], lc[i] = o, o + r
-        prev_eps = eps if not jump[i] else jump[i]  # a gap also heats up the volatility
-        prev = lc[i]
+    lo, lc, sd = _log_path(math.log(prof.price), base_sd, k, z, regime_u, regime_pick, trend_mag, flat, jump, forced_up)
 
     step = Decimal(prof.tick)
-    d = max(0, -step.normalize().as_tuple().exponent)
+    d = decimal_places(step)
     units = int(step.scaleb(d))  # tick = units / 10**d
-    scale = 10**d
+    scale: int = 10**d
 
-    def ticks(logp: np.ndarray) -> np.ndarray:
+    def ticks(logp: F64) -> npt.NDArray[np.int64]:
         # Price in units of 10**-d USD, rounded to a multiple of the tick.
         return np.rint(np.exp(logp) * scale / units).astype(np.int64) * units
 
@@ -223,15 +240,15 @@ def generate(
     l_t = np.minimum(ticks(np.minimum(lo, lc) - wick * wick_lo), np.minimum(o_t, c_t))
     l_t = np.maximum(l_t, units)
 
-    def price(t: np.ndarray) -> np.ndarray:
+    def price(t: npt.NDArray[np.int64]) -> F64:
         return t.astype(np.float64) / scale  # exact decimal -> nearest double, like parsing "123.4"
 
-    o, h, l, c = price(o_t), price(h_t), price(l_t), price(c_t)
+    o, h, low, c = price(o_t), price(h_t), price(l_t), price(c_t)
     move = np.abs(lc - lo) / base_sd
     volume = prof.volume * k * np.exp(0.35 * vol_noise) * (0.6 + 0.5 * move + 2.0 * np.abs(jump) / base_sd * 0.05)
     volume = np.where(flat, volume * 0.08, volume)
     volume = np.round(volume, 3)
-    typical = (h + l + c) / 3
+    typical = (h + low + c) / 3
     quote = np.round(volume * typical, 4)
     share = np.clip(0.5 + 0.15 * np.tanh((lc - lo) / base_sd) + 0.05 * share_noise, 0.05, 0.95)
     tb_base = np.round(volume * share, 3)
@@ -246,7 +263,7 @@ def generate(
     index = pd.DatetimeIndex(pd.to_datetime(open_ms[keep], unit="ms", utc=True), name="open_time").as_unit("ns")
     df = pd.DataFrame(
         {
-            "open": o[keep], "high": h[keep], "low": l[keep], "close": c[keep],
+            "open": o[keep], "high": h[keep], "low": low[keep], "close": c[keep],
             "volume": volume[keep], "quote_volume": quote[keep], "trades": trades[keep],
             "taker_buy_base": tb_base[keep], "taker_buy_quote": tb_quote[keep],
         },

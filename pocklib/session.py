@@ -48,8 +48,8 @@ from pocklib.book import Book, trades_frame
 from pocklib.brokers.base import Broker
 from pocklib.brokers.paper import PaperBroker
 from pocklib.errors import redact
-from pocklib.journal import NullJournal
 from pocklib.ids import client_id
+from pocklib.journal import NullJournal
 from pocklib.model import STOP_REASONS, Candle, Exposure, Fill
 from pocklib.rules import Rules, order_qty
 from pocklib.signals import Crossover

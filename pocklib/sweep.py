@@ -18,16 +18,29 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from pocklib import kernels
-from pocklib.rules import Rules, order_qty
+from pocklib.model import EXIT_REASONS, TRADE_COLUMNS
+from pocklib.rules import Rules, decimal_places, order_qty
 from pocklib.signals import to_units
+
+if TYPE_CHECKING:  # display only: plotly and ipywidgets are imported by the functions that draw
+    import ipywidgets
+    import plotly.graph_objects as go
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+#: Rule arguments of the pair kernels: capital, fee, sl_pct, tp_pct, lag, stop_base_close, force_end, partial.
+KernelRules = tuple[float, float, float, float, int, bool, bool, int]
 
 #: Metric columns of :attr:`SweepResult.table` (units: USD, %, count, fraction, %, ratio).
 METRICS: tuple[str, ...] = kernels.METRICS
@@ -44,7 +57,7 @@ _INT64_LIMIT = 2**62
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def ohlc_arrays(frame: pd.DataFrame, name: str = "frame") -> tuple[np.ndarray, ...]:
+def ohlc_arrays(frame: pd.DataFrame, name: str = "frame") -> tuple[F64, F64, F64, F64]:
     """(open, high, low, close) float64 arrays of a candle frame, validated (USD, > 0, finite)."""
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
@@ -52,10 +65,11 @@ def ohlc_arrays(frame: pd.DataFrame, name: str = "frame") -> tuple[np.ndarray, .
     arr = frame[list(_REQUIRED)].to_numpy(np.float64)
     if len(arr) == 0 or not np.isfinite(arr).all() or (arr <= 0).any():
         raise ValueError(f"{name}: open/high/low/close must be non-empty, finite and > 0")
-    return tuple(np.ascontiguousarray(arr[:, k]) for k in range(4))
+    o, h, lo, c = (np.ascontiguousarray(arr[:, k]) for k in range(4))
+    return o, h, lo, c
 
 
-def units_cumsum(close: np.ndarray, max_window: int) -> np.ndarray:
+def units_cumsum(close: F64, max_window: int) -> I64:
     """Cumulative sum (len n + 1, starts at 0) of closes in int64 units of 1e-8 USD.
 
     A window sum is ``cs[i + 1] - cs[i + 1 - w]``: exact modulo 2**64 even if the running sum
@@ -69,19 +83,17 @@ def units_cumsum(close: np.ndarray, max_window: int) -> np.ndarray:
     return cs
 
 
-def _decimals(s: str) -> int:
-    return max(0, -Decimal(s).normalize().as_tuple().exponent)
+def _near_int(x: F64) -> Bools:
+    out: Bools = np.abs(x - np.rint(x)) <= 1e-7 * np.maximum(1.0, np.abs(x))
+    return out
 
 
-def _near_int(x: np.ndarray) -> np.ndarray:
-    return np.abs(x - np.rint(x)) <= 1e-7 * np.maximum(1.0, np.abs(x))
+def _near(a: F64, b: float) -> Bools:
+    out: Bools = np.abs(a - b) <= 1e-9 * max(abs(b), 1e-300)
+    return out
 
 
-def _near(a: np.ndarray, b: float) -> np.ndarray:
-    return np.abs(a - b) <= 1e-9 * max(abs(b), 1e-300)
-
-
-def order_qty_array(prices: np.ndarray, rules: Rules, symbol: str) -> np.ndarray:
+def order_qty_array(prices: npt.ArrayLike, rules: Rules, symbol: str) -> F64:
     """``rules.order_qty`` of every price (USD), vectorized and exact.
 
     Floats decide every comparison that is clear by a wide margin (1e-9 relative); prices where
@@ -92,7 +104,7 @@ def order_qty_array(prices: np.ndarray, rules: Rules, symbol: str) -> np.ndarray
     if not (np.isfinite(p).all() and (p > 0).all()):
         raise ValueError("price: must be positive numbers")
     spec = rules.spec(symbol)
-    d = max(_decimals(spec.step), _decimals(spec.min_qty))
+    d = max(decimal_places(spec.step), decimal_places(spec.min_qty))
     scale = 10.0**d  # quantities in integer units of 10**-d base asset (exact in float below 2**53)
     step_u = float(int(Decimal(spec.step).scaleb(d)))
     min_qty_u = float(int(Decimal(spec.min_qty).scaleb(d)))
@@ -120,7 +132,7 @@ def order_qty_array(prices: np.ndarray, rules: Rules, symbol: str) -> np.ndarray
     return out
 
 
-def fill_prices(o: np.ndarray, c: np.ndarray, rules: Rules) -> np.ndarray:
+def fill_prices(o: F64, c: F64, rules: Rules) -> F64:
     """Price (USD) of an order placed on candle j: its close ("close") or its open ("next_open",
     where the order candle is the one after the signal candle)."""
     return c if rules.fill == "close" else o
@@ -177,7 +189,7 @@ def windows(spec: str | int | Iterable[int]) -> list[int]:
     return [int(w) for w in spec]
 
 
-def pairs_grid(fast: str | Iterable[int], slow: str | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+def pairs_grid(fast: str | Iterable[int], slow: str | Iterable[int]) -> tuple[I64, I64]:
     """All (f, s) with f in ``fast``, s in ``slow`` and f < s, as two int64 arrays.
     ``fast``/``slow``: iterables of window lengths or strings like ``"5-59"`` (see :func:`windows`)."""
     fs = sorted(set(windows(fast)))
@@ -197,7 +209,7 @@ def _symbol_of(frame: pd.DataFrame, rules: Rules, symbol: str | None) -> str:
     return str(sym).upper()
 
 
-def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int) -> dict[str, np.ndarray]:
+def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int) -> dict[str, npt.NDArray[Any]]:
     """Arrays every kernel call needs: o, h, lo, c, csum (int64 units), qty per order candle."""
     o, h, lo, c = ohlc_arrays(frame, f"frames[{symbol}]")
     if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
@@ -209,7 +221,7 @@ def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int) -> 
     }
 
 
-def _kernel_args(rules: Rules) -> tuple:
+def _kernel_args(rules: Rules) -> KernelRules:
     lag = 0 if rules.fill == "close" else 1
     # backtest.py: stops from the fill price, exit forced on the last candle, allow_partial=False.
     return (float(rules.capital), float(rules.fee_rate), float(rules.stop_loss_pct),
@@ -245,14 +257,12 @@ def sweep(
 
 # -- one pair, with its trades (the compiled single backtest) -------------------------------
 def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
-                  arrays: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+                  arrays: dict[str, npt.NDArray[Any]] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Compiled single backtest of ``rules.fast``/``rules.slow`` on one symbol: (trades, stats).
 
     trades: DataFrame with pocklib.book.TRADE_COLUMNS (same rows as backtest.run's for that
     symbol); stats: the :data:`METRICS` of the pair. ``arrays`` (from :func:`prepare`) skips
     the precompute when running many times on the same candles."""
-    from pocklib.book import EXIT_REASONS, TRADE_COLUMNS
-
     sym = _symbol_of(frame, rules, symbol)
     a = arrays if arrays is not None else prepare(frame, rules, sym, rules.slow)
     cap = len(frame) // 2 + 2  # a trade spans at least one candle boundary
@@ -288,9 +298,10 @@ def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
 
 
 # -- display --------------------------------------------------------------------------------
-def sweep_heatmap(result: SweepResult, metric: str = "total_pnl", mark: tuple[int, int] | None = (9, 21)):
+def sweep_heatmap(result: SweepResult, metric: str = "total_pnl",
+                  mark: tuple[int, int] | None = (9, 21)) -> go.Figure:
     """Plotly heatmap: fast (x) by slow (y), colour = ``metric``; ``mark`` (fast, slow) circled."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # display only: computing a sweep does not import plotly
 
     grid = result.pivot(metric)
     z = grid.to_numpy(dtype=float)
@@ -319,13 +330,50 @@ def sweep_heatmap(result: SweepResult, metric: str = "total_pnl", mark: tuple[in
     return fig
 
 
+def show_in(out: Any, *items: Any) -> None:
+    """Replace the content of an ipywidgets ``Output`` in ONE widget-state update.
+
+    ``items``: ``str`` (shown as stdout text) or displayable objects (a plotly figure: its own
+    mime bundle, as ``fig.show()`` sends it; anything else, e.g. a DataFrame: as ``display``
+    formats it). Redraws use this instead of ``out.clear_output(wait=True)`` + ``with out:
+    display(...)``: that capture context sends several messages per redraw (the widget's
+    ``msg_id`` set and unset around a clear and a display that the frontend must route into the
+    widget), and under papermill/nbclient a cell doing it can lose the wake-up for the kernel's
+    execute reply and wait forever (docs/scheduling.md). Setting ``out.outputs`` is one comm
+    message, rendered the same by JupyterLab."""
+    from IPython import get_ipython  # notebooks only
+    from IPython.core.formatters import DisplayFormatter
+
+    ip = get_ipython()
+    formatter = ip.display_formatter if ip is not None else DisplayFormatter()
+    outputs: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, str):
+            text = item if item.endswith("\n") else item + "\n"
+            outputs.append({"output_type": "stream", "name": "stdout", "text": text})
+            continue
+        if hasattr(item, "_repr_mimebundle_"):
+            bundle = item._repr_mimebundle_()
+            data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        else:
+            # with _ipython_display_ enabled, an object may publish itself and return no data
+            self_display = formatter.ipython_display_formatter.enabled
+            formatter.ipython_display_formatter.enabled = False
+            try:
+                data, metadata = formatter.format(item)
+            finally:
+                formatter.ipython_display_formatter.enabled = self_display
+        outputs.append({"output_type": "display_data", "data": data, "metadata": metadata or {}})
+    out.outputs = tuple(outputs)
+
+
 def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[int, int] | None = (9, 21),
-                   metric: str = "total_pnl"):
+                   metric: str = "total_pnl") -> ipywidgets.VBox:
     """ipywidgets box: metric (and symbol) dropdowns above the heatmap, redrawn as a plain figure.
 
-    ``results``: one :class:`SweepResult` or a dict of them by symbol."""
-    import ipywidgets as w
-    from IPython.display import display
+    ``results``: one :class:`SweepResult` or a dict of them by symbol. Each (re)draw is one
+    widget-state update of the ``Output`` (:func:`show_in`), never an output-capture context."""
+    import ipywidgets as w  # notebooks only
 
     res = results if isinstance(results, dict) else {results.symbol: results}
     if not res:
@@ -336,9 +384,7 @@ def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[in
     out = w.Output()
 
     def draw(_: Any = None) -> None:
-        out.clear_output(wait=True)
-        with out:
-            display(sweep_heatmap(res[sym.value], pick.value, mark))
+        show_in(out, sweep_heatmap(res[sym.value], pick.value, mark))
 
     pick.observe(draw, names="value")
     sym.observe(draw, names="value")
@@ -348,5 +394,5 @@ def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[in
 
 __all__ = [
     "METRICS", "SweepResult", "backtest_pair", "order_qty_array", "pairs_grid", "prepare",
-    "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum", "windows",
+    "show_in", "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum", "windows",
 ]

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from binance.client import Client
+from binance.exceptions import BinanceAPIException
+
+from pocklib.sim import Simulator
 
 KEY, SECRET = "test-key", "test-secret"
 
@@ -56,3 +62,19 @@ async def read_until_closed_count(ws, count: int, timeout: float = 30.0) -> list
                 closed += 1
     await asyncio.wait_for(go(), timeout)
     return out
+
+
+FLAT = (90_000.0, 90_010.0, 89_990.0, 90_000.0)
+
+
+def still_sim() -> Simulator:
+    """BTCUSDT at 90000 and ETHUSDT at 3000 that stand still (speed 0, nobody subscribed)."""
+    return Simulator({"BTCUSDT": frame([FLAT] * 230),
+                      "ETHUSDT": frame([(3000.0, 3001.0, 2999.0, 3000.0)] * 230, tick=0.01)}, speed=0)
+
+
+def api_error(fn: Callable[..., Any], **kw: Any) -> BinanceAPIException:
+    """The BinanceAPIException ``fn(**kw)`` raises (fails the test if it raises none)."""
+    with pytest.raises(BinanceAPIException) as ei:
+        fn(**kw)
+    return ei.value

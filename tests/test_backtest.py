@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pocklib import backtest
+from pocklib import backtest, history
 from pocklib.book import TRADE_COLUMNS
 from pocklib.rules import Rules, order_qty
 from pocklib.signals import Crossover
@@ -100,13 +100,17 @@ def reference(df: pd.DataFrame, rules: Rules, symbol: str) -> list[tuple]:
         if pos is not None and pos[0] < i:
             sl, tp = pos[4], pos[5]
             if o[i] <= sl:
-                close_pos(i, o[i], "stop_loss"); stopped = True
+                close_pos(i, o[i], "stop_loss")
+                stopped = True
             elif lo[i] <= sl:
-                close_pos(i, sl, "stop_loss"); stopped = True
+                close_pos(i, sl, "stop_loss")
+                stopped = True
             elif o[i] >= tp:
-                close_pos(i, o[i], "take_profit"); stopped = True
+                close_pos(i, o[i], "take_profit")
+                stopped = True
             elif h[i] >= tp:
-                close_pos(i, tp, "take_profit"); stopped = True
+                close_pos(i, tp, "take_profit")
+                stopped = True
         if rules.fill == "close":
             if not stopped:
                 if sig == "SELL" and pos is not None:
@@ -326,8 +330,6 @@ def test_bad_input():
 # Agreement with the independent loop: sample data and generated series.
 @pytest.mark.parametrize("fill", ["close", "next_open"])
 def test_sample_agrees_with_reference(fill):
-    from pocklib import history
-
     frames = {s: history.load("sample", s) for s in ("BTCUSDT", "ETHUSDT")}
     res = check_against_reference(frames, Rules(fill=fill))
     reasons = set(res.trades.exit_reason)

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sessionkit import frame
 
 from pocklib import journal
 from pocklib.errors import BrokerError
 from pocklib.runner import SessionRefused, run_session
 from pocklib.signals import crossover
 from pocklib.sim import FaultPlan, Simulator
-from sessionkit import frame
+
+#: session-level runs on the simulator: minutes in all (`pytest -m "not slow"` skips them)
+pytestmark = pytest.mark.slow
 
 FAST = 2400.0
 FAULTLESS = {"backoff_s": 0.01, "max_backoff_s": 0.05, "max_attempts": 3, "flatten_patience_s": 1.0}

@@ -12,8 +12,8 @@ import pytest
 
 from pocklib.brokers import Broker, Fill
 from pocklib.brokers.binance import BinanceBroker
-from pocklib.ids import client_id as client_order_id
 from pocklib.errors import BrokerError
+from pocklib.ids import client_id as client_order_id
 from pocklib.rules import Rules, order_qty
 from pocklib.sample import generate
 from pocklib.sim import FaultPlan, Simulator
@@ -260,9 +260,8 @@ def test_clock_shift_minus_1021_is_recovered_once(sim, shift):
 
 def test_bad_keys_give_a_clear_error_without_secrets(sim, caplog):
     v = sim_venue(sim, api_key=KEY, api_secret="wrong-" + SECRET)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(BrokerError) as e:
-            BinanceBroker(v).start(Rules())
+    with caplog.at_level(logging.DEBUG), pytest.raises(BrokerError) as e:
+        BinanceBroker(v).start(Rules())
     assert e.value.code == -1022 and "INVALID_SIGNATURE" in str(e.value) and "_API_SECRET" in str(e.value)
     v2 = sim_venue(sim, api_key="x" + KEY, api_secret=SECRET)
     with pytest.raises(BrokerError) as e2:

@@ -6,15 +6,17 @@ import math
 
 import pandas as pd
 import pytest
+from vectorbt.portfolio.nb import get_stop_price_nb
 
-from pocklib.book import TRADE_COLUMNS, Book, Trade, stop_exit, trade_stats, trades_frame
+from pocklib import kernels
+from pocklib.book import EXIT_REASONS, TRADE_COLUMNS, Book, Trade, stop_exit, trade_stats, trades_frame
 from pocklib.rules import Rules
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 
 @pytest.mark.parametrize(
-    "o,h,l,want",
+    "o,h,lo,want",
     [
         (100.0, 100.5, 99.5, None),  # inside both levels
         (100.0, 102.0, 98.0, (99.0, "stop_loss")),  # touches both: stop loss wins
@@ -26,28 +28,29 @@ T0 = pd.Timestamp("2024-01-01", tz="UTC")
         (99.5, 101.0, 99.0, (99.0, "stop_loss")),  # low exactly at the stop
     ],
 )
-def test_stop_exit(o, h, l, want):
-    assert stop_exit(99.0, 101.5, o, h, l) == want
+def test_stop_exit(o, h, lo, want):
+    assert stop_exit(99.0, 101.5, o, h, lo) == want
 
 
 def test_stop_exit_matches_vectorbt_get_stop_price_nb():
-    from vectorbt.portfolio.nb import get_stop_price_nb
-
     entry, slp, tpp = 100.0, 0.01, 0.015
     sl, tp = entry * (1 - slp), entry * (1 + tpp)
     grid = [96.0, 98.9, 99.0, 99.5, 100.0, 101.0, 101.5, 102.0, 104.0]
     for o in grid:
         for h in grid:
-            for l in grid:
-                if not (l <= o <= h):
+            for lo in grid:
+                if not (lo <= o <= h):
                     continue
-                p = get_stop_price_nb(1.0, entry, slp, o, l, h, True)
+                p = get_stop_price_nb(1.0, entry, slp, o, lo, h, True)
                 if math.isnan(p):
-                    p = get_stop_price_nb(1.0, entry, tpp, o, l, h, False)
-                got = stop_exit(sl, tp, o, h, l)
-                assert (got is None) == math.isnan(p), (o, h, l)
+                    p = get_stop_price_nb(1.0, entry, tpp, o, lo, h, False)
+                got = stop_exit(sl, tp, o, h, lo)
+                assert (got is None) == math.isnan(p), (o, h, lo)
                 if got is not None:
                     assert got[0] == p
+                # the compiled rule the kernels inline is the same rule
+                px, code = kernels.stop_fill(o, h, lo, sl, tp)
+                assert (got is None and math.isnan(px)) or got == (px, EXIT_REASONS[code]), (o, h, lo)
 
 
 def test_book_round_trip_fees_and_pnl():

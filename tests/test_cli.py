@@ -17,7 +17,7 @@ from pocklib.__main__ import main
 from pocklib.sample import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from klines_server import KlinesServer  # noqa: E402
+from klines_server import KlinesServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_pull_futures_and_spot(server, tmp_path, capsys):
     assert f"futures ETHUSDT 5m: {len(expect)} candles" in out and "BTC" not in out
     pd.testing.assert_frame_equal(history.load("futures/ETHUSDT-5m", root=tmp_path), expect,
                                   check_exact=True, check_freq=False)
-    assert main(args + ["--spot"]) == 0
+    assert main([*args, "--spot"]) == 0
     assert "spot ETHUSDT 5m: 400 candles" in capsys.readouterr().out
     assert server.count("/api/v3/klines") == 1 and server.count("/fapi/v1/klines") == 1
     assert history.cache_keys(tmp_path) == ["futures/ETHUSDT-5m", "spot/ETHUSDT-5m"]

@@ -21,7 +21,7 @@ from pocklib.history import COLUMNS, DataError, gaps, load, validate
 from pocklib.sample import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from klines_server import KlinesServer  # noqa: E402
+from klines_server import KlinesServer
 
 IV = 300_000  # 5m in ms
 
@@ -423,7 +423,7 @@ def test_load_canonical_csv_roundtrip(tmp_path):
 def test_archive_bytes_are_read_not_guessed():
     # a header-less row whose first field is a ms time is data, not a header
     text = archive_csv(contiguous(3), header=False)
-    df = history._read_kline_csv(text, "inline", "5m")
+    df = history.archives._read_kline_csv(text, "inline", "5m")
     assert len(df) == 3
     assert io.StringIO(text).readline()[0].isdigit()
 
@@ -490,10 +490,10 @@ def test_gaps_account_for_every_dropped_candle(dropped):
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), max_size=6),
        st.integers(0, 50), st.integers(0, 50))
 def test_span_arithmetic(spans, a, b):
-    covered = history._union(spans)
-    todo = history._minus(a, b, covered)
+    covered = history.cache.union_spans(spans)
+    todo = history.cache.minus_spans(a, b, covered)
     inside = lambda x, ss: any(s <= x < e for s, e in ss)  # noqa: E731
-    for x in range(0, 51):
+    for x in range(51):
         assert inside(x, covered) == any(s <= x < e for s, e in spans)
         want = a <= x < b and not inside(x, covered)
         assert inside(x, todo) == want
@@ -605,7 +605,8 @@ def test_refusals_come_before_any_candle_is_read(tmp_path, monkeypatch):
     write_zip(tmp_path / "BTCUSDT-5m-2024-01.zip", archive_csv(contiguous(50), header=True))
     reads = []
     real = history.read_archive
-    monkeypatch.setattr(history, "read_archive", lambda *a, **k: reads.append(a) or real(*a, **k))
+    # the name the loader reads archives with (pocklib.history.sources)
+    monkeypatch.setattr(history.sources, "read_archive", lambda *a, **k: reads.append(a) or real(*a, **k))
     with pytest.raises(DataError, match="ETHUSDT-5m-2024-01.zip: no such file"):
         history.load_frames(str(tmp_path / "{symbol}-5m-2024-01.zip"), ["BTCUSDT", "ETHUSDT"])
     with pytest.raises(ValueError, match="not ETHUSDT"):

@@ -12,11 +12,11 @@ import tempfile
 import pytest
 
 from pocklib import journal
-from pocklib.journal import Journal, JournalError, JournalWriteError
-from pocklib.rules import Rules
-from pocklib.resume import rebuild_book, resume_state
-from pocklib.session import Session
 from pocklib.brokers.paper import PaperBroker
+from pocklib.journal import Journal, JournalError, JournalWriteError
+from pocklib.resume import rebuild_book, resume_state
+from pocklib.rules import Rules
+from pocklib.session import Session
 
 
 def test_append_is_on_disk_before_the_call_returns(tmp_path, monkeypatch):

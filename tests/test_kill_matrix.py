@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sessionkit import frame
 
 from pocklib import journal
 from pocklib.sim import FaultPlan, Simulator
-from sessionkit import frame
 
 pytestmark = pytest.mark.slow
 
@@ -260,6 +260,16 @@ def _wait_kill_in_flight(a: _Child, sim: Simulator, jpath: Path, flight: str) ->
     os.kill(a.proc.pid, signal.SIGKILL)
 
 
+def _wait_or_fail(child, timeout_s: float, what: str) -> None:
+    """Wait for a child run; kill it and fail the trial if it takes longer than ``timeout_s``."""
+    try:
+        child.proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.proc.kill()
+        child.proc.wait()
+        pytest.fail(f"{what} within {timeout_s:g} s\n{child.tail()}")
+
+
 @pytest.mark.parametrize("point", POINTS, ids=[p.id for p in POINTS])
 def test_kill_9_then_rerun_under_binance_client_id_rule(tmp_path, pool, point):
     out = tmp_path / "out"
@@ -275,23 +285,13 @@ def test_kill_9_then_rerun_under_binance_client_id_rule(tmp_path, pool, point):
             a.send(sim.base_url, params, point.kill)
             if point.flight is not None:
                 _wait_kill_in_flight(a, sim, jpath, point.flight)
-            try:
-                a.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                a.proc.kill()
-                a.proc.wait()
-                pytest.fail(f"run 1 neither died nor finished within 60 s\n{a.tail()}")
+            _wait_or_fail(a, 60, "run 1 neither died nor finished")
             fired = sim.fault_log
             sim.set_faults(None)
             before = journal.read(jpath) if jpath.exists() else []  # (a millisecond or two)
             b.send(sim.base_url, params, None)  # at once: the exchange clock does not wait
             pool.fill()  # the next trial's children import while run 2 runs
-            try:
-                b.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                b.proc.kill()
-                b.proc.wait()
-                pytest.fail(f"run 2 did not finish within 90 s\n{b.tail()}")
+            _wait_or_fail(b, 90, "run 2 did not finish")
             acct = sim.account()
     finally:
         for c in (a, b):  # a trial that failed half-way leaves nothing running

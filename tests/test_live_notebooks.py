@@ -20,6 +20,9 @@ from pocklib import history
 from pocklib.book import TRADE_COLUMNS
 from pocklib.sim import Simulator
 
+#: session-level runs on the simulator: minutes in all (`pytest -m "not slow"` skips them)
+pytestmark = pytest.mark.slow
+
 NB = Path(__file__).resolve().parents[1] / "notebooks"
 SPEED = 2400.0
 

@@ -18,7 +18,12 @@ import pytest
 
 from pocklib.history import load
 from pocklib.odds import (
-    REASONS, odds_histogram, odds_table, session_odds, simulate_start, write_odds_json,
+    REASONS,
+    odds_histogram,
+    odds_table,
+    session_odds,
+    simulate_start,
+    write_odds_json,
 )
 from pocklib.rules import Rules
 from pocklib.session import replay

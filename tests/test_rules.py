@@ -1,5 +1,6 @@
 """The one set of rules: validation, sizing and stop levels."""
 
+import numpy as np
 import pytest
 
 from pocklib.rules import DEFAULT_SPECS, Rules, order_qty, stop_levels
@@ -70,7 +71,5 @@ def test_stop_levels_are_fractions_of_entry():
 
 
 def test_numpy_scalars_are_accepted():
-    import numpy as np
-
     assert order_qty(np.float64(3000.0), Rules(), "ETHUSDT") == 0.05
     assert DEFAULT_SPECS["BTCUSDT"].format_qty(np.float64(0.0025)) == "0.002"

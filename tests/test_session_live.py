@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sessionkit import frame
 
 from pocklib import history, journal
 from pocklib.book import TRADE_COLUMNS
 from pocklib.runner import run_session
-from pocklib.sim import FaultPlan, Simulator
 from pocklib.signals import crossover
-from sessionkit import frame
+from pocklib.sim import FaultPlan, Simulator
+
+#: session-level runs on the simulator: minutes in all (`pytest -m "not slow"` skips them)
+pytestmark = pytest.mark.slow
 
 FAST = 2400.0  # sim seconds per wall second: a 4 h session in ~6 s
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sessionkit import frame, gappy, walk
 
 from pocklib import backtest, history, sample
 from pocklib.book import TRADE_COLUMNS
+from pocklib.ids import client_id
 from pocklib.journal import MemoryJournal
 from pocklib.rules import Rules
-from pocklib.ids import client_id
 from pocklib.session import replay
-from sessionkit import frame, gappy, walk
 
 
 def assert_same_trades(a: pd.DataFrame, b: pd.DataFrame) -> None:

@@ -13,26 +13,18 @@ import pytest
 import requests
 import websockets
 from binance.exceptions import BinanceAPIException
-from simkit import KEY, SECRET, client, frame, read_until_closed_count
+from simkit import FLAT, KEY, SECRET, api_error, client, frame, read_until_closed_count, still_sim
 
 from pocklib.sim import Simulator
-
-FLAT = (90000.0, 90010.0, 89990.0, 90000.0)
 
 
 @pytest.fixture()
 def sim():
-    # Speed 0 and nobody subscribed: the clock and the price (90000) stand still.
-    with Simulator({"BTCUSDT": frame([FLAT] * 230),
-                    "ETHUSDT": frame([(3000.0, 3001.0, 2999.0, 3000.0)] * 230, tick=0.01)},
-                   speed=0) as s:
+    with still_sim() as s:
         yield s
 
 
-def _err(fn, **kw) -> BinanceAPIException:
-    with pytest.raises(BinanceAPIException) as ei:
-        fn(**kw)
-    return ei.value
+_err = api_error
 
 
 def test_market_order_query_account_positions(sim):

@@ -16,8 +16,16 @@ from pocklib.errors import BrokerError
 from pocklib.retry import Outcome, RetryPolicy, classify
 from pocklib.sample import generate
 from pocklib.sim import FaultPlan, Simulator
-from pocklib.stream import (Candle, CandleStream, StreamError, candle_from_rest, candles, fetch_closed,
-                            parse_kline, rest_backfill)
+from pocklib.stream import (
+    Candle,
+    CandleStream,
+    StreamError,
+    candle_from_rest,
+    candles,
+    fetch_closed,
+    parse_kline,
+    rest_backfill,
+)
 from pocklib.venues import LEGACY_STREAM_PATH, sim_venue
 
 SYMS = ("BTCUSDT", "ETHUSDT")

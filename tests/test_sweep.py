@@ -20,7 +20,14 @@ from pocklib.rules import Rules, order_qty
 from pocklib.sample import generate
 from pocklib.signals import crossover, to_units
 from pocklib.sweep import (
-    METRICS, backtest_pair, order_qty_array, pairs_grid, sweep, sweep_heatmap, units_cumsum,
+    METRICS,
+    backtest_pair,
+    order_qty_array,
+    pairs_grid,
+    sweep,
+    sweep_explorer,
+    sweep_heatmap,
+    units_cumsum,
 )
 
 PAIRS_FAST = (5, 9, 14)
@@ -203,8 +210,6 @@ def test_random_rules_and_series(seed: int) -> None:
 
 
 def test_explorer_widget_switches_metric_and_symbol() -> None:
-    from pocklib.sweep import sweep_explorer
-
     res = {s: sweep(load("sample", s), Rules(), [5, 9], [21, 30], symbol=s) for s in ("BTCUSDT", "ETHUSDT")}
     box = sweep_explorer(res, mark=(9, 21), metric="win_rate")
     (sym, pick), out = box.children[0].children, box.children[1]

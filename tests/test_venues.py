@@ -9,9 +9,9 @@ import pickle
 
 import pytest
 
+from pocklib import journal
 from pocklib import venues as V
 from pocklib.clock import ExchangeClock
-from pocklib import journal
 from pocklib.errors import MIN_SECRET_LEN, BrokerError, explain, install_log_redaction, redact, register_secret
 
 KEY, SECRET = "k" * 64, "s3cr3t" + "x" * 58
