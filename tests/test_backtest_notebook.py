@@ -27,6 +27,9 @@ from papermill.clientwrap import PapermillNotebookClient
 from pocklib import backtest, history
 from pocklib.rules import Rules
 
+#: papermill runs of the notebook (`pytest -m "not slow"` skips them)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "backtest.ipynb"
 SCHEDULING = ROOT / "docs" / "scheduling.md"

@@ -136,6 +136,7 @@ def test_flatten_cancels_plain_and_algo_orders_and_closes_foreign_positions(sim)
     assert acct["open_orders"] == [] and acct["open_algo_orders"] == [] and b.open_order_count() == 0
 
 
+@pytest.mark.slow  # waits for the simulated price path
 def test_stop_loss_triggered_by_the_price_path_is_detected_within_one_candle(sim):
     b = make(sim)
     f = open_eth(b)
@@ -207,6 +208,7 @@ def test_min_notional_is_refused_before_sending(sim):
     assert b.open_long("BTCUSDT", 0.002, btc, client_order_id("test", "BTCUSDT", 3, "open"), 3) is not None
 
 
+@pytest.mark.slow  # retry back-offs in wall seconds
 @pytest.mark.parametrize("fault", ["429", "503"])
 def test_429_storm_and_503s_on_order_placement_never_duplicate(sim, fault):
     sleeps = Sleeps()

@@ -128,6 +128,7 @@ def test_bad_stream_in_url_is_refused():
         asyncio.run(go(sim))
 
 
+@pytest.mark.slow  # a 4-hour replay in wall seconds
 def test_timed_replay_4_hour_session():
     # A 4-hour session (48 five-minute candles) is 48 s of wall time at speed 300; the test runs
     # it at 3000 (4.8 s) to keep the suite fast, with a generous functional bound only.
