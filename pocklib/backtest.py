@@ -44,7 +44,8 @@ import vectorbt as vbt
 from vectorbt.portfolio.enums import StopEntryPrice, StopExitPrice
 
 from pocklib import history
-from pocklib.book import TRADE_COLUMNS, stop_exit, trade_stats
+from pocklib.book import stop_exit, trade_stats
+from pocklib.model import TRADE_COLUMNS
 from pocklib.rules import Rules, order_qty, stop_levels
 from pocklib.signals import crossover, sma
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pocklib import backtest, history
-from pocklib.book import TRADE_COLUMNS
+from pocklib.model import TRADE_COLUMNS
 from pocklib.rules import Rules, order_qty
 from pocklib.signals import Crossover
 

@@ -10,10 +10,11 @@ from decimal import Decimal
 
 import pytest
 
-from pocklib.brokers import Broker, Fill
+from pocklib.brokers import Broker
 from pocklib.brokers.binance import BinanceBroker
 from pocklib.errors import BrokerError
 from pocklib.ids import client_id as client_order_id
+from pocklib.model import Fill
 from pocklib.rules import Rules, order_qty
 from pocklib.sample import generate
 from pocklib.sim import FaultPlan, Simulator
@@ -191,7 +192,7 @@ def test_level_already_crossed_closes_at_once_and_reports_on_next_candle(sim):
     f = open_eth(b)
     b.protect("ETHUSDT", f.qty, f.price * 1.01, f.price * 1.05, f.client_id)  # SL above market: -2021
     assert b.positions()["ETHUSDT"] == 0 and b.open_order_count() == 0
-    from pocklib.stream import Candle
+    from pocklib.model import Candle
     fills = b.on_candle(Candle("ETHUSDT", 0, IV - 1, 1, 1, 1, 1, 0, True, IV))
     assert [x.reason for x in fills] == ["stop_loss"] and fills[0].qty == f.qty
 

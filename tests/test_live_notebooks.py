@@ -17,7 +17,7 @@ import papermill as pm
 import pytest
 
 from pocklib import history
-from pocklib.book import TRADE_COLUMNS
+from pocklib.model import TRADE_COLUMNS
 from pocklib.sim import Simulator
 
 #: session-level runs on the simulator: minutes in all (`pytest -m "not slow"` skips them)

@@ -6,8 +6,8 @@ import pytest
 
 from pocklib.brokers.base import Broker
 from pocklib.brokers.paper import PaperBroker
+from pocklib.model import Candle
 from pocklib.rules import Rules
-from pocklib.stream import Candle
 
 IV = 300_000
 

@@ -12,7 +12,7 @@ import pytest
 from sessionkit import frame
 
 from pocklib import history, journal
-from pocklib.book import TRADE_COLUMNS
+from pocklib.model import TRADE_COLUMNS
 from pocklib.runner import run_session
 from pocklib.signals import crossover
 from pocklib.sim import FaultPlan, Simulator

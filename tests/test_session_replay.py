@@ -8,9 +8,9 @@ import pytest
 from sessionkit import frame, gappy, walk
 
 from pocklib import backtest, history, sample
-from pocklib.book import TRADE_COLUMNS
 from pocklib.ids import client_id
 from pocklib.journal import MemoryJournal
+from pocklib.model import TRADE_COLUMNS
 from pocklib.rules import Rules
 from pocklib.session import replay
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pocklib.brokers.base import REASONS, Broker, Fill
+from pocklib.brokers.base import REASONS, Broker
+from pocklib.model import Fill
 
 __all__ = ["REASONS", "BinanceBroker", "Broker", "Fill", "PaperBroker"]
 
