@@ -128,7 +128,7 @@ def test_flatten_cancels_plain_and_algo_orders_and_closes_foreign_positions(sim)
     b.client.timestamp_offset = b.clock.offset_for(time.time() * 1000)
     b.client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002")  # "by hand"
     b.client.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002", timeInForce="GTC",
-                                  price=f"{btc * 0.8:.1f}")
+                                  price=f"{btc * 0.96:.1f}")
     assert b.open_order_count() == 3
     out = b.flatten(9)
     assert sorted((x.symbol, x.reason) for x in out) == [("BTCUSDT", "end"), ("ETHUSDT", "end")]

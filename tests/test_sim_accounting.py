@@ -101,7 +101,7 @@ def test_random_sequences_keep_the_books_exact(ops, fee, slip):
                 e.cancel_all(op[1], t)
                 e.cancel_all_algos(op[1], t)
         except ApiError as err:
-            assert err.code in (-2019, -4164, -2022, -2021, -4013, -4016, -4003, -4004)
+            assert err.code in (-2019, -4164, -2022, -2021, -4013, -4016, -4024, -4003, -4004)
         _check(e)
 
 

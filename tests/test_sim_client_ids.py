@@ -34,7 +34,7 @@ def _market(c, cid: str, qty: str = "0.002", symbol: str = BTC, **kw) -> dict:
                                   newClientOrderId=cid, **kw)
 
 
-def _limit(c, cid: str, price: str = "80000.0", tif: str = "GTC") -> dict:
+def _limit(c, cid: str, price: str = "88000.0", tif: str = "GTC") -> dict:
     return c.futures_create_order(symbol=BTC, side="BUY", type="LIMIT", quantity="0.002",
                                   price=price, timeInForce=tif, newClientOrderId=cid)
 
@@ -52,7 +52,7 @@ def test_open_order_id_is_refused_with_4116_only_while_open(sim):
     c = client(sim)
     first = _limit(c, "resting-1")
     assert first["status"] == "NEW"
-    for send in (lambda: _limit(c, "resting-1", price="81000.0"),   # same type
+    for send in (lambda: _limit(c, "resting-1", price="88100.0"),   # same type
                  lambda: _market(c, "resting-1")):                     # any type
         with pytest.raises(BinanceAPIException) as ei:
             send()
@@ -97,12 +97,12 @@ def test_cancelled_limit_id_is_reusable_and_cancel_by_id_names_the_newest(sim):
     c = client(sim)
     old = _limit(c, "lim-1")
     assert c.futures_cancel_order(symbol=BTC, origClientOrderId="lim-1")["status"] == "CANCELED"
-    new = _limit(c, "lim-1", price="81000.0")
+    new = _limit(c, "lim-1", price="88100.0")
     assert new["status"] == "NEW" and new["orderId"] != old["orderId"]
     q = c.futures_get_order(symbol=BTC, origClientOrderId="lim-1")
-    assert (q["orderId"], q["status"], q["price"]) == (new["orderId"], "NEW", "81000.00")
+    assert (q["orderId"], q["status"], q["price"]) == (new["orderId"], "NEW", "88100.00")
     # while the new one is open the id is taken again
-    assert _err(_limit, c=c, cid="lim-1", price="82000.0").code == -4116
+    assert _err(_limit, c=c, cid="lim-1", price="88200.0").code == -4116
     # DELETE by client id cancels the newest (the open one), not the old cancelled one
     assert c.futures_cancel_order(symbol=BTC, origClientOrderId="lim-1")["orderId"] == \
         new["orderId"]

@@ -73,7 +73,7 @@ def test_duplicate_client_order_id_of_an_open_order_never_fills(sim):
     # order carrying it is open (a FILLED id may be reused: tests/test_sim_client_ids.py).
     c = client(sim)
     c.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002",
-                           price="80000.0", timeInForce="GTC", newClientOrderId="my-id-1")
+                           price="88000.0", timeInForce="GTC", newClientOrderId="my-id-1")
     e = _err(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET",
              quantity="0.002", newClientOrderId="my-id-1")
     assert (e.status_code, e.code) == (400, -4116)
@@ -87,7 +87,7 @@ def test_duplicate_client_order_id_of_an_open_order_never_fills(sim):
 def test_limit_orders_open_cancel_and_algo_orders_untouched(sim):
     c = client(sim)
     lim = c.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002",
-                                 price="80000.0", timeInForce="GTC")
+                                 price="88000.0", timeInForce="GTC")
     assert lim["status"] == "NEW"
     c.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002")
     algo = c.futures_create_order(symbol="BTCUSDT", side="SELL", type="STOP_MARKET",

@@ -60,7 +60,7 @@ def test_order_shapes(c):
     q = c.futures_get_order(symbol="BTCUSDT", orderId=o["orderId"])
     assert set(q) == ORDER_QUERY
     assert set(c.futures_cancel_order(symbol="BTCUSDT", orderId=c.futures_create_order(
-        symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002", price="80000.0",
+        symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002", price="88000.0",
         timeInForce="GTC")["orderId"])) == ORDER_QUERY
 
 

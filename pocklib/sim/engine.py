@@ -49,6 +49,10 @@ __all__ = ["ZERO", "AlgoOrder", "ApiError", "Engine", "Fill", "Order", "Position
 CONDITIONAL = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
 _CID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 DEFAULT_LEVERAGE = 20
+#: First plain-order id. Real USD-M order ids are 19-digit, above 2**53 (ETHUSDT ids such as
+#: 8389765519993908929), so a client that passes them through a float loses digits; the
+#: simulator's ids are as large (and exact JSON integers). docs/wire-notes-additions.md.
+ORDER_ID_BASE = 8_389_765_600_000_000_001
 MAX_ALGO_ORDERS = 10   # per symbol: exchangeInfo MAX_NUM_ALGO_ORDERS
 # Statuses in which an order still holds its client id (a new order may not reuse it).
 OPEN_ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
@@ -85,7 +89,7 @@ class Engine:
         self._algo_client_ids: dict[str, list[int]] = {}
         self._open_limits: dict[str, list[Order]] = {s: [] for s in filters}
         self._open_algos: dict[str, list[AlgoOrder]] = {s: [] for s in filters}
-        self._oid = itertools.count(4_000_000_001)
+        self._oid = itertools.count(ORDER_ID_BASE)
         self._aid = itertools.count(2_000_000_001)
         self._tid = itertools.count(500_000_001)
         self.now = 0
@@ -376,7 +380,20 @@ class Engine:
             raise ApiError(400, -1115, "Invalid timeInForce.")
         price = dec_param(p, "price")
         self._check_price(f, price)
+        self._check_percent_price(f, price)
         return tif, price
+
+    def _check_percent_price(self, f: SymbolFilters, price: Decimal) -> None:
+        """PERCENT_PRICE: a LIMIT price within [mark * multiplierDown, mark * multiplierUp],
+        the simulator's price standing in for the mark price. Binance answers -4016 / -4024
+        with the bound in the message (docs/wire-notes-additions.md, "PERCENT_PRICE")."""
+        mark, tick = self.price(f.symbol), Decimal(f.tick)
+        cap = (mark * Decimal(f.multiplier_up) / tick).to_integral_value(ROUND_FLOOR) * tick
+        floor = (mark * Decimal(f.multiplier_down) / tick).to_integral_value(ROUND_CEILING) * tick
+        if price > cap:
+            raise ApiError(400, -4016, f"Limit price can't be higher than {fmt(cap, 0)}.")
+        if price < floor:
+            raise ApiError(400, -4024, f"Limit price can't be lower than {fmt(floor, 0)}.")
 
     def _immediate_price(self, symbol: str, side: str, typ: str, tif: str,
                          price: Decimal) -> Decimal | None:

@@ -37,6 +37,10 @@ class SymbolFilters:
     price_precision: int
     quantity_precision: int
     onboard_ms: int = 1569398400000
+    #: PERCENT_PRICE: a LIMIT price must lie in [mark * down, mark * up] (-4016 / -4024).
+    multiplier_up: str = "1.0500"
+    multiplier_down: str = "0.9500"
+    multiplier_decimal: str = "4"
 
     @property
     def tick_d(self) -> Decimal:
@@ -81,8 +85,9 @@ class SymbolFilters:
                 {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                 {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
                 {"filterType": "MIN_NOTIONAL", "notional": self.min_notional},
-                {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
-                 "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+                {"filterType": "PERCENT_PRICE", "multiplierUp": self.multiplier_up,
+                 "multiplierDown": self.multiplier_down,
+                 "multiplierDecimal": self.multiplier_decimal},
             ],
             "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
                            "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
