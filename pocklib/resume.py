@@ -225,18 +225,19 @@ def compare(sess: Session, exch: Exposure) -> dict[str, Any]:
     on a difference."""
     book = dict(sess.book.positions)
     mismatches: list[str] = []
-    for s in sorted(set(book) | {s for s, e in exch.items() if e.get("qty")}):
+    # only the session's symbols: a position on another symbol is not this journal's business
+    for s in sorted(set(book) | {s for s, e in exch.items() if e["qty"] and s in sess.rules.symbols}):
         bq = book[s].qty if s in book else 0.0
         h = exch.get(s)
         eq = float(h["qty"]) if h is not None else 0.0
-        half_step = float(sess.rules.spec(s).step) / 2 if s in sess.rules.symbols else 1e-12
+        half_step = float(sess.rules.spec(s).step) / 2
         if abs(bq - eq) > half_step:
             mismatches.append(f"{s}: the exchange holds {eq:g}, the journal says {bq:g}")
             continue
         ep = float(h["entry_price"]) if h is not None else 0.0
         if s in book and ep > 0 and abs(ep - book[s].entry_price) > 0.001 * book[s].entry_price:
             mismatches.append(f"{s}: entry price on the exchange {ep:g}, in the journal {book[s].entry_price:g}")
-    info = {"exchange_positions": {s: float(e["qty"]) for s, e in exch.items() if e["qty"]},
+    info = {"exchange_positions": {s: float(e["qty"]) for s, e in exch.items() if e["qty"] and s in sess.rules.symbols},
             "book_positions": {s: p.qty for s, p in book.items()}, "match": not mismatches,
             "mismatches": mismatches}
     sess.journal.append("reconcile", t=sess.now, **info)

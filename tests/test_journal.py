@@ -286,3 +286,27 @@ def test_rebuild_book_from_journal_fills():
     assert pos.qty == 0.002 and pos.entry_price == 90000.0 and pos.entry_fee == 0.09
     assert "o1" in sess.known_fills
     assert resume_state([]) is None
+
+
+def test_reconcile_compares_quantities_and_prices_of_the_sessions_symbols_only():
+    from pocklib.model import Holding
+    from pocklib.resume import ReconcileError, compare
+
+    st = resume_state(_records_of_a_session())
+    rules = Rules(symbols=("BTCUSDT",))
+    b = PaperBroker()
+    b.start(rules)
+    sess = Session(rules, b, session_id="s1")
+    rebuild_book(sess, st)
+
+    def held(qty: float, entry: float) -> Holding:
+        return {"qty": qty, "entry_price": entry, "stop_loss": None, "take_profit": None, "open_orders": 0}
+
+    same = {"BTCUSDT": held(0.002, 90000.0), "SOLUSDT": held(3.0, 150.0)}  # another symbol: not ours
+    assert compare(sess, same)["match"] is True
+    with pytest.raises(ReconcileError, match="holds 0.004, the journal says 0.002"):
+        compare(sess, {"BTCUSDT": held(0.004, 90000.0)})  # a doubled entry
+    with pytest.raises(ReconcileError, match="entry price"):
+        compare(sess, {"BTCUSDT": held(0.002, 91000.0)})
+    with pytest.raises(ReconcileError, match="holds 0, the journal says 0.002"):
+        compare(sess, {})  # closed while away and not found
