@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import TypeVar
 
@@ -94,6 +94,16 @@ class Engine:
         self._tid = itertools.count(500_000_001)
         self.now = 0
         self.dual_side = False
+        #: Called as ``fn(kind, record, now_ms)`` after every change a user-data stream reports:
+        #: kind "order" (an :class:`Order` changed status or filled), "algo" (an
+        #: :class:`AlgoOrder` changed status), "account" (balances/positions changed; record is
+        #: the reason string, e.g. "ORDER", "FUNDING_FEE"). The websocket layer subscribes here.
+        self.listeners: list[Callable[[str, object, int], None]] = []
+
+    def _emit(self, kind: str, record: object, now: int) -> None:
+        """Tell :attr:`listeners` that ``record`` changed (see there for the kinds)."""
+        for fn in list(self.listeners):
+            fn(kind, record, now)
 
     # -- prices ------------------------------------------------------------------------
     def price(self, symbol: str) -> Decimal:
