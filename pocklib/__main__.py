@@ -6,6 +6,10 @@ Commands::
     import PATH [PATH ...] [--symbol S --interval I] [--spot]
     gaps DATA [--symbol S[,S2...]] [--interval I] [--start T] [--end T]
     sample [--out data/sample]
+    symbols [--refresh --venue testnet|demo|live|sim [--base-url URL]]   (the USD-M symbol snapshot)
+    diff OUT_DIR [--json]      (a past session against its backtest, trade by trade: pocklib.diff)
+    check --venue testnet|demo|live|sim [--symbols S,S2] [--capital USD] [--position-usd USD] ...
+                               (the preflight table: pocklib.preflight; exit 1 on a red line)
     sim ...                    (the local exchange simulator: pocklib.sim.cli)
 
 Exit status: 0 success, 1 network/exchange failure, 2 bad input or bad data.
@@ -58,6 +62,33 @@ def _parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("sample", help="regenerate the synthetic sample files")
     sm.add_argument("--out", default=None, help="output folder (default data/sample)")
 
+    sy = sub.add_parser("symbols", help="list the USD-M symbol snapshot (data/exchange_info/usdm.json), or refresh it")
+    sy.add_argument("--refresh", action="store_true", help="rewrite it from the venue's /fapi/v1/exchangeInfo")
+    sy.add_argument("--venue", choices=("testnet", "demo", "live", "sim"), default=None,
+                    help="where to refresh from (public endpoint, no keys); needed with --refresh")
+    sy.add_argument("--base-url", help="REST root of the venue, e.g. http://127.0.0.1:PORT for a simulator")
+    sy.add_argument("--path", help="snapshot file (default <data>/exchange_info/usdm.json)")
+
+    ck = sub.add_parser("check", help="preflight: prove a venue before a session (no order is sent)")
+    ck.add_argument("--venue", choices=("testnet", "demo", "live", "sim"), default="testnet")
+    ck.add_argument("--symbols", default="BTCUSDT,ETHUSDT", help="comma-separated (default BTCUSDT,ETHUSDT)")
+    ck.add_argument("--interval", default="5m")
+    ck.add_argument("--capital", type=float, default=500.0, help="USD the session may use (default 500)")
+    ck.add_argument("--position-usd", type=float, default=150.0, help="USD per position (default 150)")
+    ck.add_argument("--on-existing", choices=("refuse", "flatten", "adopt"), default="refuse",
+                    help="what the session would do with positions/orders already open (default refuse)")
+    ck.add_argument("--out-dir", default="out/live", help="the session's folder: a journal there is resumed")
+    ck.add_argument("--data", default="sample", help="venue sim started here: its candles (default sample)")
+    ck.add_argument("--speed", type=float, default=480.0, help="venue sim started here: replay speed")
+    ck.add_argument("--no-fix", action="store_true", help="only look: do not set leverage 1 / margin type")
+    ck.add_argument("--stream-bound-s", type=float, default=10.0, help="wall seconds for each stream (default 10)")
+    ck.add_argument("--i-understand-real-money", action="store_true",
+                    help="venue live: also needs POCKLIB_ALLOW_LIVE=1 (no order is sent; settings may be set)")
+
+    df_ = sub.add_parser("diff", help="a past session against its backtest, trade by trade (pocklib.diff)")
+    df_.add_argument("out_dir", metavar="OUT_DIR", help="the session's folder (its journal.jsonl)")
+    df_.add_argument("--json", action="store_true", help="print stats.json's 'diff' object instead of the table")
+
     sub.add_parser("sim", help="local Binance-compatible exchange simulator (see: pocklib sim --help)",
                    add_help=False)
     return p
@@ -98,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if len(g):
                     print(g.to_string(index=False))
             return 0
+        if args.command == "symbols":
+            return _symbols(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "diff":
+            return _diff(args)
         if args.command == "sample":
             out = args.out or str(history.data_dir() / "sample")
             for path in write_sample(out):
@@ -128,6 +165,67 @@ def _pull(args: argparse.Namespace) -> int:
     g = history.gaps(df, args.interval)
     print(f"{market} {args.symbol.upper()} {args.interval}: {_summary(df)}; {len(g)} gap(s); "
           f"cache {history.cache_path(market, args.symbol, args.interval, args.cache_dir)}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from pocklib import preflight, runner  # network stack: only this command needs it
+
+    p = runner.plan("binance", env=dict(os.environ), venue=args.venue, symbols=args.symbols, interval=args.interval,
+                    capital=args.capital, position_usd=args.position_usd, on_existing=args.on_existing,
+                    out_dir=args.out_dir, data=args.data, speed=args.speed,
+                    i_understand_real_money=args.i_understand_real_money)
+    bounds = preflight.Bounds(kline_s=args.stream_bound_s, user_stream_s=args.stream_bound_s)
+    result = asyncio.run(preflight.check_plan(p, fix=not args.no_fix, bounds=bounds))
+    print(result.table(color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    return 0 if result.ok else 1
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import json
+
+    from pocklib.diff import session_diff  # loads the backtest (vectorbt): only this command needs it
+
+    d = session_diff(args.out_dir)  # FileNotFoundError / JournalError (ValueError): exit 2
+    print(json.dumps(d.as_dict(), indent=2) if args.json else d.markdown(), end="" if not args.json else "\n")
+    return 0
+
+
+def _symbols(args: argparse.Namespace) -> int:
+    from pocklib import symbols  # the snapshot module reads a file; only this command needs it
+
+    if args.refresh:
+        if not args.venue:
+            print("error: --refresh needs --venue testnet|demo|live|sim", file=sys.stderr)
+            return 2
+        try:
+            snap = symbols.refresh(args.venue, base_url=args.base_url, path=args.path)
+        except OSError as e:  # URLError, timeouts, refused connections
+            print(f"error: refreshing the symbol snapshot from {args.venue} failed: {e}", file=sys.stderr)
+            return 1
+        print(f"refreshed from {snap.meta.get('source')}")
+    elif args.venue or args.base_url:
+        print("error: --venue/--base-url only go with --refresh", file=sys.stderr)
+        return 2
+    else:
+        snap = symbols.load(args.path)
+    print(snap.describe())
+    print(f"{'symbol':<14}{'tick':>14}{'step':>12}{'min qty':>12}{'min notional':>14}")
+    for sym in snap.symbols:
+        sp = symbols.spec_from_entry(snap.entries[sym])
+        print(f"{sym:<14}{sp.tick:>14}{sp.step:>12}{sp.min_qty:>12}{sp.min_notional:>14}")
+    from pocklib.rules import DEFAULT_SPECS
+
+    own = [s for s, sp in DEFAULT_SPECS.items() if s in snap.entries and sp != symbols.spec_from_entry(snap.entries[s])]
+    if own:
+        print(f"note: backtests use pocklib's built-in production filters for {', '.join(own)} "
+              f"({'; '.join(f'{s} min notional {DEFAULT_SPECS[s].min_notional}' for s in own)}); "
+              "a live session reads the venue's")
+    if snap.meta.get("partial"):
+        print(f"PARTIAL: {snap.meta.get('partial_note', 'not every listed symbol is in it')}")
     return 0
 
 

@@ -3,6 +3,8 @@
 Units: prices and money in USD, quantities in the base asset, times as UTC ``pd.Timestamp``.
 Fee = ``fee_rate * qty * price`` on every fill (entry and exit). Long only, one position per
 symbol. P&L of a trade is after both fees: ``(exit - entry) * qty - entry_fee - exit_fee``.
+Funding fees (USD, signed: received > 0, paid < 0; :meth:`Book.on_funding`) are kept apart
+from the trades and count in the total P&L (so the session's stop rules see them).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from pocklib.kernels import stop_fill
-from pocklib.model import EXIT_REASONS, TRADE_COLUMNS, Trade
+from pocklib.model import EXIT_REASONS, TRADE_COLUMNS, FundingFee, Trade
 from pocklib.rules import Rules, stop_levels
 
 #: The stop rule as plain Python: the very function the kernels compile (``Dispatcher.py_func``),
@@ -83,6 +85,8 @@ class Book:
         self.trades: list[Trade] = []
         self.realized = 0.0  # USD, closed trades after fees
         self.fees = 0.0  # USD, every fee paid (open positions' entry fees included)
+        self.funding = 0.0  # USD, funding received (negative: paid), in total P&L
+        self.funding_fees: list[FundingFee] = []
 
     # -- positions -------------------------------------------------------------------------
     def open(self, symbol: str, time: pd.Timestamp, price: float, qty: float, fee: float) -> Position:
@@ -114,6 +118,17 @@ class Book:
         self._marks[symbol] = price
         return t
 
+    def on_funding(self, symbol: str, amount_usd: float, time_ms: int, ref: str | None = None) -> FundingFee:
+        """Book one funding fee (USD, signed: received > 0, paid < 0) settled at ``time_ms``.
+        No de-duplication here: :meth:`pocklib.session.Session.on_funding` decides what is new."""
+        amount = float(amount_usd)
+        if not math.isfinite(amount):
+            raise ValueError(f"on_funding: amount_usd must be a finite number; got {amount_usd!r}")
+        f = FundingFee(symbol, amount, int(time_ms), ref)
+        self.funding_fees.append(f)
+        self.funding += amount
+        return f
+
     def mark(self, symbol: str, price: float) -> None:
         """Last known price (USD) of ``symbol`` for the unrealized P&L."""
         self._marks[symbol] = price
@@ -131,30 +146,32 @@ class Book:
         return sum((self._marks.get(s, p.entry_price) - p.entry_price) * p.qty for s, p in self._positions.items())
 
     def total_pnl(self) -> float:
-        """Realized + unrealized - entry fees of open positions, USD."""
-        return self.realized + self.unrealized() - sum(p.entry_fee for p in self._positions.values())
+        """Realized + unrealized - entry fees of open positions + funding, USD."""
+        return (self.realized + self.unrealized() - sum(p.entry_fee for p in self._positions.values())
+                + self.funding)
 
     def equity(self) -> float:
         """capital + total_pnl(), USD."""
         return self.rules.capital + self.total_pnl()
 
     def cash(self) -> float:
-        """USD not tied in positions: capital + realized - notional and entry fees of open positions."""
-        return self.rules.capital + self.realized - sum(p.qty * p.entry_price + p.entry_fee for p in self._positions.values())
+        """USD not tied in positions: capital + realized + funding - notional and entry fees of open positions."""
+        return (self.rules.capital + self.realized + self.funding
+                - sum(p.qty * p.entry_price + p.entry_fee for p in self._positions.values()))
 
     def can_open(self, notional: float, fee: float = 0.0) -> bool:
         """Cash check for a new position of ``notional`` USD (plus its entry ``fee``, USD).
 
-        capital + realized - notional of open positions - notional >= 0. Pass the entry fee to
+        capital + realized + funding - notional of open positions - notional >= 0. Pass the entry fee to
         check as vectorbt does (it needs notional + fee in cash); equality is judged with
         vectorbt's tolerance (relative 1e-9, absolute 1e-12) so both accept the same orders."""
         open_notional = sum(p.qty * p.entry_price for p in self._positions.values())
-        avail = self.rules.capital + self.realized - open_notional
+        avail = self.rules.capital + self.realized + self.funding - open_notional
         need = notional + fee
         return need <= avail or math.isclose(need, avail, rel_tol=1e-9, abs_tol=1e-12)
 
     def stats(self) -> dict[str, float | int]:
-        """total_pnl, realized, unrealized, fees (USD), return_pct (% of capital), trades,
+        """total_pnl, realized, unrealized, fees, funding (USD), return_pct (% of capital), trades,
         win_rate (fraction), profit_factor, equity (USD), open_positions."""
         total = self.total_pnl()
         out: dict[str, float | int] = {
@@ -162,6 +179,7 @@ class Book:
             "realized": self.realized,
             "unrealized": self.unrealized(),
             "fees": self.fees,
+            "funding": self.funding,
             "return_pct": 100.0 * total / self.rules.capital,
             "equity": self.equity(),
             "open_positions": len(self._positions),
@@ -170,4 +188,4 @@ class Book:
         return out
 
 
-__all__ = ["Book", "EXIT_REASONS", "Position", "TRADE_COLUMNS", "Trade", "fee", "stop_exit", "trade_stats", "trades_frame"]
+__all__ = ["Book", "EXIT_REASONS", "FundingFee", "Position", "TRADE_COLUMNS", "Trade", "fee", "stop_exit", "trade_stats", "trades_frame"]

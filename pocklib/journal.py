@@ -104,6 +104,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "candle": ("symbol", "open_time"),
     "candle_done": ("symbol", "open_time", "equity", "total_pnl"),
     "stop": ("reason",),
+    "funding": ("symbol", "amount", "time"),
 }
 
 #: field -> its type in a required position: "str", "int" (ms times; an integral float is
@@ -113,7 +114,7 @@ FIELD_TYPES: dict[str, str] = {
     "start_ms": "int", "end_ms": "int", "time": "int", "book_time": "int", "candle_open": "int",
     "fill_ms": "int", "open_time": "int",
     "qty": "num", "price": "num", "fee": "num", "price_hint": "num", "sl": "num", "tp": "num",
-    "equity": "num", "total_pnl": "num",
+    "equity": "num", "total_pnl": "num", "amount": "num",
     "rules": "dict",
 }
 

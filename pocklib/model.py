@@ -82,6 +82,7 @@ class RecordKind(StrEnum):
     SKIP = "skip"  # an entry not taken (min notional, capital, stale)
     ORDER = "order"  # an order intention, before it is sent
     FILL = "fill"  # an executed order, before the book is updated
+    FUNDING = "funding"  # a funding fee (USD, signed), before the book counts it
     REJECT = "reject"  # the exchange (or the broker's filters) refused an order
     EXPIRED = "expired"  # an unanswered order not sent again on resume (stale, or moot)
     PROTECT = "protect"  # SL/TP requested for a position
@@ -163,6 +164,18 @@ class Fill:
     order_id: str | int | None = None
 
 
+@dataclass(frozen=True)
+class FundingFee:
+    """One funding settlement of a position: ``amount_usd`` signed (received > 0, paid < 0),
+    ``time_ms`` the settlement time (exchange ms), ``ref`` the exchange's id of it when known
+    (``income`` tranId), so it is counted once."""
+
+    symbol: str
+    amount_usd: float
+    time_ms: int
+    ref: str | None = None
+
+
 @dataclass
 class Trade:
     """One closed long: times UTC, prices USD, qty base asset, fees and pnl USD (pnl after fees);
@@ -203,5 +216,5 @@ EXIT_REASONS: tuple[str, ...] = ExitReason.words()
 #: Session stop reason words, index = code.
 STOP_REASONS: tuple[str, ...] = StopReason.words()
 
-__all__ = ["EXIT_REASONS", "STOP_REASONS", "TRADE_COLUMNS", "Candle", "ExitReason", "Exposure", "Fill", "Holding",
+__all__ = ["EXIT_REASONS", "STOP_REASONS", "TRADE_COLUMNS", "Candle", "ExitReason", "Exposure", "Fill", "FundingFee", "Holding",
            "Order", "RecordKind", "Side", "Signal", "StopReason", "Trade"]

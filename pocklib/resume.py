@@ -8,7 +8,7 @@ is asked by id and nothing is placed twice) and compares the book with the excha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pocklib.brokers.base import Broker
@@ -36,6 +36,7 @@ class ResumeState:
     equity_rows: list[tuple[int, float, float]]
     candle_rows: dict[str, list[CandleRow]]
     flat_at_end: bool | None = None  # the last exchange check ("flat" record); None: never checked
+    funding: list[dict[str, Any]] = field(default_factory=list)  # "funding" records, in order
 
     @property
     def over(self) -> bool:
@@ -52,6 +53,7 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
     first = records[starts[0]]
     recs = records[starts[0]:]
     fills, done, protects, orders, answered = [], {}, {}, {}, set()
+    funding: list[dict[str, Any]] = []
     stop, finished, resumes = None, False, 0
     flat_at_end: bool | None = None
     eq_rows: list[tuple[int, float, float]] = []
@@ -85,10 +87,12 @@ def resume_state(records: list[dict[str, Any]]) -> ResumeState | None:
             flat_at_end = bool(r.get("flat"))
         elif k == "resume":
             resumes += 1
+        elif k == "funding":
+            funding.append(r)
     unresolved = [o for c, o in orders.items() if c not in answered]
     return ResumeState(first["session_id"], int(first["start_ms"]), int(first["end_ms"]), first["rules"],
                        first.get("venue", ""), fills, done, protects, unresolved, stop, finished, resumes,
-                       eq_rows, c_rows, flat_at_end)
+                       eq_rows, c_rows, flat_at_end, funding)
 
 
 def rebuild_book(session: Session, state: ResumeState) -> None:
@@ -102,6 +106,9 @@ def rebuild_book(session: Session, state: ResumeState) -> None:
         elif session.book.position(f["symbol"]) is not None:
             session.book.close(f["symbol"], ts(f["book_time"]), fill.price, fill.fee, f["reason"])
         session.record_fill(fill, int(f["book_time"]))
+    # funding fees booked before the restart count again in the P&L, and their exchange ids
+    # keep the next income poll from booking them twice
+    session.restore_funding(state.funding)
     session.equity_rows = list(state.equity_rows)
     for s, rows in state.candle_rows.items():
         if s in session.candle_rows:

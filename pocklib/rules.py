@@ -10,15 +10,23 @@ Units and conventions, written once here and followed everywhere in pocklib:
 * ``fill="close"``: a signal fills at the close of the candle that produced it.
   ``fill="next_open"``: it fills at the open of the next candle.
 * Stop loss and take profit are levels from the entry fill price:
-  ``entry * (1 - stop_loss_pct)`` and ``entry * (1 + take_profit_pct)``. They are checked on
-  the candles *after* the fill candle, on their open/high/low. A stop fills at its level, or at
-  the candle's open when the open is already through it (a gap). When one candle touches both,
-  the stop loss wins (we cannot know the order inside a candle; assume the worse).
-* A candle in which a stop closed the position does not act on its own closing signal (the stop
-  is the exit; a new entry waits for the next signal). This is vectorbt's order of events.
-* With ``fill="next_open"`` a signal on candle i is an order at candle i+1's open; candle i+1's
-  stop check comes first, so a stop there pre-empts a waiting SELL, and a BUY signalled on a
-  stop candle is dropped.
+  ``entry * (1 - stop_loss_pct)`` and ``entry * (1 + take_profit_pct)``. They are live from the
+  fill: for ``fill="close"`` checked on the candles *after* the fill candle, for
+  ``fill="next_open"`` from the fill candle itself (filled at its open, the whole candle comes
+  after the fill). A stop fills at its level, or at the candle's open when the open is already
+  through it (a gap). When one candle touches both, the stop loss wins (we cannot know the order
+  inside a candle; assume the worse): such candles are counted as *ambiguous* and the P&L under
+  the other ordering is reported next to it. With ``detail="1m"`` the order inside each candle is
+  read from its 1m candles (only a 1m candle touching both stays ambiguous).
+* ``fill="close"``: a candle in which a stop closed the position does not act on its own closing
+  signal (the stop is the exit; a new entry waits for the next signal). This is vectorbt's order
+  of events.
+* With ``fill="next_open"`` a signal on candle i is an order at candle i+1's open: a SELL fills
+  there unless that open is through a stop level (the stop fired at the open), a BUY opens there
+  and is protected at once. A BUY signalled on a stop candle is taken (the live loop is flat then).
+* ``slippage_bps``: every market fill (entries, signal exits, stop fills: the SL/TP orders are
+  stop-market orders, and the end/flatten exits) fills that many basis points against us
+  (buys higher, sells lower); sizing and the cash check use the unslipped price. Default 0.
 * Trade times are the open time of the candle in which the fill happened. No position is opened
   on the last candle of the data.
 * A taker fee of ``fee_rate * notional`` is paid on every fill, entry and exit.
@@ -31,12 +39,14 @@ Units and conventions, written once here and followed everywhere in pocklib:
 
 from __future__ import annotations
 
+import ast
 import math
 from dataclasses import dataclass, field, fields, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
 Fill = Literal["close", "next_open"]
+Detail = Literal["1m"]
 MinNotionalPolicy = Literal["round_up", "skip"]
 
 INTERVAL_MS: dict[str, int] = {
@@ -108,19 +118,36 @@ def _fmt(d: Decimal, step: str) -> str:
 
 #: Production USD-M filters at the time of writing (../shared/guide/binance.md). The live
 #: broker replaces them with what ``exchangeInfo`` says; the backtest uses them as they are.
+#: They win over the symbol snapshot for these two symbols (the sample results are calibrated on them).
 DEFAULT_SPECS: dict[str, SymbolSpec] = {
     "BTCUSDT": SymbolSpec("BTCUSDT", step="0.001", tick="0.10", min_qty="0.001", min_notional="100"),
     "ETHUSDT": SymbolSpec("ETHUSDT", step="0.001", tick="0.01", min_qty="0.001", min_notional="20"),
 }
 
 
+def default_specs() -> dict[str, SymbolSpec]:
+    """Every symbol of the USD-M snapshot (:mod:`pocklib.symbols`), then :data:`DEFAULT_SPECS` on top."""
+    from pocklib import symbols  # lazy: it imports SymbolSpec from here, and reads a file
+
+    try:
+        listed = symbols.specs()
+    except ValueError:  # no readable snapshot: BTCUSDT/ETHUSDT still work; others say why they do not
+        listed = {}
+    return {**listed, **DEFAULT_SPECS}
+
+
 def spec_for(symbol: str, specs: dict[str, SymbolSpec] | None = None) -> SymbolSpec:
-    """The filters of ``symbol``; a clear error for a symbol we know nothing about."""
-    table = DEFAULT_SPECS if specs is None else specs
+    """The filters of ``symbol`` (default table: :func:`default_specs`); a clear error for a symbol
+    we know nothing about, naming the snapshot and its refresh command."""
+    table = default_specs() if specs is None else specs
     try:
         return table[symbol]
     except KeyError:
-        raise ValueError(f"symbols: unknown symbol {symbol!r}; known: {sorted(table)}") from None
+        from pocklib import symbols
+
+        if symbol in default_specs():
+            raise ValueError(f"symbols: unknown symbol {symbol!r} in the specs given; known: {sorted(table)}") from None
+        raise ValueError(f"symbols: unknown symbol: {symbols.unknown_symbol(symbol)}") from None
 
 
 @dataclass(frozen=True)
@@ -141,7 +168,9 @@ class Rules:
     target_usd: float = 6.0
     max_loss_usd: float = 15.0
     hours: float = 4.0
-    specs: dict[str, SymbolSpec] = field(default_factory=lambda: dict(DEFAULT_SPECS), compare=False)
+    slippage_bps: float = 0.0
+    detail: Detail | None = None
+    specs: dict[str, SymbolSpec] = field(default_factory=default_specs, compare=False)
 
     def __post_init__(self) -> None:
         given: Any = self.symbols  # callers may pass one symbol as a plain string
@@ -174,6 +203,12 @@ class Rules:
         _check(_pos(self.target_usd), "target_usd", "USD > 0", self.target_usd)
         _check(_pos(self.max_loss_usd), "max_loss_usd", "USD > 0 (a loss amount)", self.max_loss_usd)
         _check(_pos(self.hours), "hours", "> 0", self.hours)
+        _check(_num(self.slippage_bps) and 0 <= self.slippage_bps < 100, "slippage_bps",
+               "basis points in [0, 100): 5 means 0.05 % against us on every market fill", self.slippage_bps)
+        _check(self.detail in (None, "1m"), "detail", "None or '1m' (1m candles order the stops inside each candle)",
+               self.detail)
+        _check(self.detail is None or INTERVAL_MS[self.interval] > INTERVAL_MS[self.detail], "detail",
+               f"shorter than the interval ({self.interval})", self.detail)
 
     @property
     def interval_ms(self) -> int:
@@ -204,14 +239,31 @@ class Rules:
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in params.items() if k in names}
         if "symbols" in kw and isinstance(kw["symbols"], str):
-            kw["symbols"] = tuple(s.strip() for s in kw["symbols"].split(",") if s.strip())
+            kw["symbols"] = _symbols_text(kw["symbols"])
         elif "symbols" in kw:
             kw["symbols"] = tuple(kw["symbols"])
+        if isinstance(kw.get("detail"), str) and kw["detail"].strip().lower() in ("", "none", "null"):
+            kw["detail"] = None  # papermill -p detail None passes the text
         for k in ("capital", "position_usd", "stop_loss_pct", "take_profit_pct", "fee_rate",
-                  "target_usd", "max_loss_usd", "hours"):
+                  "target_usd", "max_loss_usd", "hours", "slippage_bps"):
             if k in kw and isinstance(kw[k], int) and not isinstance(kw[k], bool):
                 kw[k] = float(kw[k])
         return cls(**kw)
+
+
+def _symbols_text(text: str) -> tuple[str, ...]:
+    """Symbols written as text: ``"BTCUSDT,ETHUSDT"``, or a list literal ``'["SOLUSDT"]'`` (what
+    ``papermill -p symbols '["SOLUSDT"]'`` passes: its command line makes every such value a string)."""
+    t = text.strip()
+    if t.startswith("["):
+        try:
+            items = ast.literal_eval(t)
+        except (ValueError, SyntaxError):
+            items = None
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise ValueError(f"symbols: a list of symbol strings like ['SOLUSDT'] or 'BTCUSDT,ETHUSDT'; got {text!r}")
+        return tuple(x.strip() for x in items if x.strip())
+    return tuple(s.strip() for s in t.split(",") if s.strip())
 
 
 def _num(v: Any) -> bool:
@@ -262,6 +314,7 @@ __all__ = [
     "Rules",
     "SymbolSpec",
     "decimal_places",
+    "default_specs",
     "order_qty",
     "spec_for",
     "stop_levels",

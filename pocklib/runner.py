@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,12 +32,15 @@ from pocklib import history, report, retry
 from pocklib.brokers.base import Broker
 from pocklib.brokers.binance import BinanceBroker
 from pocklib.brokers.paper import PaperBroker
+from pocklib.brokers.userstream import EventBroker, OtherEvent, StreamResync, UserEvent, event_summary
 from pocklib.errors import redact
 from pocklib.ids import client_id
 from pocklib.journal import Journal, fallback_path_for
 from pocklib.journal import read as read_journal
 from pocklib.jsonable import jsonable
-from pocklib.model import Candle, Exposure, Fill
+from pocklib.model import Exposure, Fill
+from pocklib.preflight import Preflight
+from pocklib.preflight import for_session as preflight_for_session
 from pocklib.report import holding_words
 from pocklib.resume import ResumeState, rebuild_book, reconcile, resume_state
 from pocklib.retry import RetryPolicy
@@ -49,6 +53,7 @@ from pocklib.venues import venue as make_venue
 if TYPE_CHECKING:  # the simulator's server stack loads only when a session runs it
     from pocklib.sim import Simulator
 
+log = logging.getLogger(__name__)
 
 #: The notebooks' parameters and their defaults (same names as the backtest notebook's, plus
 #: the session's). ``symbols`` may be a comma-separated string or a list.
@@ -109,18 +114,19 @@ class Plan:
                 f"{self.hours:g} h of exchange time. Artifacts: `{self.out_dir}`.{changed}")
 
 
-def notebook_params(namespace: dict[str, Any], before: set[str]) -> dict[str, Any]:
+def notebook_params(namespace: dict[str, Any], before: set[str], options: tuple[str, ...] = ()) -> dict[str, Any]:
     """The session parameters a notebook defined: names in ``namespace`` but not in ``before``.
 
     Papermill only warns about an unknown ``-p`` name; here a name that is not in :data:`PARAMS`
-    (a typo) is an error. Private names and imported modules are ignored.
+    or ``options`` (the notebook's own, e.g. ``preflight``, not returned) is an error. Private
+    names and imported modules are ignored.
     """
 
     new = {n for n in set(namespace) - before
            if not n.startswith("_") and not isinstance(namespace[n], types.ModuleType)}
-    unknown = sorted(new - set(PARAMS))
+    unknown = sorted(new - set(PARAMS) - set(options))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(PARAMS)}")
+        raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted([*PARAMS, *options])}")
     return {k: namespace[k] for k in PARAMS if k in namespace}
 
 
@@ -363,7 +369,8 @@ class _Conn:
 
 async def run_session(*, broker: str = "binance", dashboard: SessionView | None = None,
                       sim: Simulator | None = None, env: dict[str, str] | None = None, tick_s: float = 0.5,
-                      broker_options: dict[str, Any] | None = None, **params: Any) -> SessionResult:
+                      broker_options: dict[str, Any] | None = None, preflight: bool | Preflight = False,
+                      **params: Any) -> SessionResult:
     """Run one live session (or dry run with ``broker="paper"``) and write its report.
 
     ``params``: see :data:`PARAMS` (validated first by :func:`plan`, before any connection).
@@ -379,7 +386,11 @@ async def run_session(*, broker: str = "binance", dashboard: SessionView | None 
     stats.json, report.md (and charts.html) to ``out_dir`` or, when that cannot be written, to
     the journal's fallback folder (named on stderr). An error is re-raised after the flatten
     and the report. ``dashboard``: see :class:`SessionView`. ``broker_options``: keyword
-    arguments for the Binance broker (tests). Await it (``await run_session(...)``).
+    arguments for the Binance broker (tests). ``preflight`` (Binance broker only): True runs
+    :func:`pocklib.preflight.check` first, before any setting or order, and the session refuses
+    to start on a red line (:class:`pocklib.preflight.PreflightFailed`, nothing sent); a green
+    :class:`~pocklib.preflight.Preflight` of this venue from moments ago (the live notebook's
+    own cell) is used as it is; False (default) skips it. Await it (``await run_session(...)``).
     """
     p = plan(broker, env, **params)
     out = Path(p.out_dir)
@@ -388,16 +399,20 @@ async def run_session(*, broker: str = "binance", dashboard: SessionView | None 
     state, refusal = _journal_verdict(jpath, p)
     if state is not None and state.over:  # same session, already over and flat: report only
         return _finished_result(state, p.rules, out)
+    _check_preflight_arg(preflight)
     conn = _connect(p, sim, broker_options)
     jr: Journal | None = None
     sess: Session | None = None
     error: BaseException | None = None
     stream_stats: dict[str, Any] = {}
     result: SessionResult | None = None
+    pf: Preflight | None = None
     try:
+        pf = await _preflight(preflight, conn, p, state, refusal)
         rules, mine = await asyncio.to_thread(_check_start, conn.broker, p, state, refusal)
         jr = Journal(jpath)
         sess = await asyncio.to_thread(_open, conn.broker, jr, p, rules, state, mine)
+        _journal_preflight(jr, sess, pf)
         await _warm_up(sess, state, conn)
         if state is not None:
             await asyncio.to_thread(reconcile, sess, state, conn.broker)
@@ -425,6 +440,26 @@ async def run_session(*, broker: str = "binance", dashboard: SessionView | None 
     if result is None:  # an interrupt before the session existed: nothing was traded
         raise KeyboardInterrupt
     return result
+
+
+def _check_preflight_arg(preflight: Any) -> None:
+    if not isinstance(preflight, (bool, Preflight)):
+        raise ValueError(f"preflight: True, False or a Preflight result; got {preflight!r}")
+
+
+async def _preflight(given: bool | Preflight, conn: _Conn, p: Plan, state: ResumeState | None,
+                     refusal: str | None) -> Preflight | None:
+    """The preflight (:mod:`pocklib.preflight`) of a session that trades, before anything is set
+    or sent: PreflightFailed on a red line. Not run when ``given`` is False, for the paper
+    broker, or when the journal already refuses the session."""
+    if given is False or p.broker != "binance" or refusal is not None:
+        return None
+    return await preflight_for_session(conn.venue, p, resuming=state is not None, given=given)
+
+
+def _journal_preflight(jr: Journal, sess: Session, pf: Preflight | None) -> None:
+    if pf is not None:
+        jr.append("preflight", t=sess.now, **pf.as_dict())
 
 
 def _connect(p: Plan, sim: Simulator | None, broker_options: dict[str, Any] | None) -> _Conn:
@@ -491,6 +526,7 @@ def _open(brk: Broker, jr: Journal, p: Plan, rules: Rules, state: ResumeState | 
     sid = p.session_id or (state.session_id if state else f"{p.venue}-{ts(now):%Y%m%dT%H%M%S}")
     if isinstance(brk, BinanceBroker):
         brk.session_id = sid
+        brk.journal = jr   # the protection policy journals its steps (kind "algo") here
     start_ms, end_ms = (now, now + rules.session_ms) if state is None else (state.start_ms, state.end_ms)
     sess = Session(rules, brk, session_id=sid, journal=jr, start_ms=start_ms, end_ms=end_ms,
                    clock=brk.server_time, max_age_ms=max_signal_age_ms(rules, p.venue, p.speed))
@@ -530,8 +566,10 @@ async def _stream(sess: Session, conn: _Conn, dashboard: SessionView | None, tic
     stream = candles(conn.venue.ws_url, rules.symbols, rules.interval, rest_backfill(conn.md_client, rules.interval),
                      since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
                      stream_path=conn.venue.stream_path)
-    await _loop(sess, stream, conn.broker, dashboard, tick_s,
-                data_done=(lambda: sim.done) if sim is not None else None)
+    brk = conn.broker
+    events = brk.user_stream() if isinstance(brk, EventBroker) else None  # the paper broker: none
+    await _loop(sess, stream, brk, dashboard, tick_s,
+                data_done=(lambda: sim.done) if sim is not None else None, events=events)
     return stream.stats.as_dict()
 
 
@@ -573,6 +611,8 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
     result.stats["stream"] = stream_stats
     result.stats["venue"] = p.venue
     result.stats["broker"] = brk.name
+    if isinstance(brk, BinanceBroker):
+        result.stats["orders"] = brk.stats.as_dict()
     if error is not None:
         result.stats["error"] = f"{type(error).__name__}: {redact(str(error))[:300]}"
     io_error: OSError | None = None
@@ -604,25 +644,80 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
     return result
 
 
-async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float,
-                data_done: Callable[[], bool] | None = None) -> None:
-    """Feed stream events to the session until it stops; time checks when the stream is quiet.
-    ``data_done``: a simulator that has replayed all its candles (its clock stops there) ends
-    the session with "data_end" instead of waiting for a time that never comes."""
+@dataclass(frozen=True)
+class _Pushed:
+    """An account event from the user-data stream, queued beside the candles."""
 
-    q: asyncio.Queue[Candle | BaseException] = asyncio.Queue()
-    done = False
+    event: UserEvent
 
-    async def pump() -> None:
+
+def _apply_pushed(sess: Session, brk: Any, ev: UserEvent) -> None:
+    """One user-data event: journaled first, then the broker's verdict (the exit fills of SL/TP
+    legs it completes, or of longs found closed after a reconnect) applied to the book at once,
+    the stop rules with it."""
+    if sess.stopped or isinstance(ev, OtherEvent):
+        return
+    sess.note_exchange_event(event_summary(ev))
+    fills = brk.reconcile_stream() if isinstance(ev, StreamResync) else brk.on_user_event(ev)
+    sess.on_exchange_fills(fills)
+
+
+class _Pumps:
+    """The loop's producers: the kline stream and the user-data stream feed one queue. Python
+    3.11's wait_for (inside the streams) can swallow a cancellation that races with a message;
+    the ``done`` flag then ends a pump at its next message."""
+
+    def __init__(self) -> None:
+        self.q: asyncio.Queue[Any] = asyncio.Queue()
+        self.done = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def candles(self, stream: Any) -> None:
         try:
             async for c in stream:
-                if done:
+                if self.done:
                     return
-                await q.put(c)
+                await self.q.put(c)
         except BaseException as e:
-            await q.put(e)
+            await self.q.put(e)
 
-    task = asyncio.create_task(pump())
+    async def events(self, events: Any) -> None:
+        try:
+            async for ev in events:
+                if self.done:
+                    return
+                await self.q.put(_Pushed(ev))
+        except Exception as e:  # the stream is a fast path: without it the REST checks remain
+            log.error("user data stream stopped (%s: %s); fills are found by the per-candle check",
+                      type(e).__name__, redact(str(e))[:200])
+
+    def start(self, stream: Any, events: Any) -> None:
+        self.tasks.append(asyncio.create_task(self.candles(stream)))
+        if events is not None:
+            self.tasks.append(asyncio.create_task(self.events(events)))
+
+    async def stop(self) -> None:
+        self.done = True
+        for t in self.tasks:
+            for _ in range(20):
+                t.cancel()
+                await asyncio.wait({t}, timeout=0.5)
+                if t.done():
+                    break
+
+
+async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: float,
+                data_done: Callable[[], bool] | None = None, events: Any = None) -> None:
+    """Feed stream events to the session until it stops; time checks when the stream is quiet.
+    ``data_done``: a simulator that has replayed all its candles (its clock stops there) ends
+    the session with "data_end" instead of waiting for a time that never comes. ``events``: the
+    broker's user-data stream (an async iterator of :data:`~pocklib.brokers.userstream.UserEvent`),
+    read beside the candles and applied the moment an event arrives; if it fails, the loop goes
+    on without it (the per-candle REST check still finds every fill)."""
+
+    pumps = _Pumps()
+    q = pumps.q
+    pumps.start(stream, events)
     quiet = 0
     try:
         with _Interrupt() as intr:
@@ -639,21 +734,17 @@ async def _loop(sess: Session, stream: Any, brk: Any, dashboard: Any, tick_s: fl
                         if quiet * tick_s >= 2.0:  # nothing left in flight either
                             sess.stop("data_end")
                     continue
-                quiet = 0
                 if isinstance(item, BaseException):
                     raise item
-                sess.on_candle(item)
+                if isinstance(item, _Pushed):
+                    _apply_pushed(sess, brk, item.event)
+                else:
+                    quiet = 0
+                    sess.on_candle(item)
                 if dashboard is not None:
                     dashboard.update(sess)
     finally:
-        done = True
-        # Python 3.11's wait_for (inside the stream) can swallow a cancellation that races with
-        # a message; the ``done`` flag ends the pump at its next message in that case.
-        for _ in range(20):
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.5)
-            if task.done():
-                break
+        await pumps.stop()
 
 
 def _finished_result(state: ResumeState, rules: Rules, out: Any) -> SessionResult:

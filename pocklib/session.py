@@ -8,13 +8,17 @@ closed candle of a symbol, THE order of events of the contract (rules.py convent
 2. the symbol's :class:`~pocklib.signals.Crossover` is fed the close; if no stop fired on this
    candle a SELL closes an open long and a BUY opens one when flat (capital checked), at the
    close (``fill="close"``) or at the next candle's open (``fill="next_open"``: the order waits
-   for the first event of the next candle; on a closed-candles-only feed that candle's stop
-   check comes first, as in the backtest);
+   for the first event of the next candle and goes out before that candle's range, so a new
+   position is protected over it; on a closed-candles-only feed a paper broker's stop fills first
+   when the candle opens through its level, as in the backtest; with ``next_open`` a stop
+   candle's own signal is acted on at the next open, with ``close`` it is not);
 3. mark to the close, then the session stop rules.
 
 Intra-candle updates (``closed=False``) only refresh the mark price, and the stop rules are
-checked on every event. Stop rules: total P&L (realized + unrealized, after fees) >=
-``target_usd`` -> "target"; <= ``-max_loss_usd`` -> "max_loss"; exchange time >= start + hours
+checked on every event. Funding fees count in the total P&L (:meth:`Session.on_funding`): the
+broker's ``funding_fees`` is polled after step (1) of each closed candle and once more at the
+stop, and a user-data stream handler may call :meth:`Session.on_funding` directly. Stop rules:
+total P&L (realized + unrealized + funding, after fees) >= ``target_usd`` -> "target"; <= ``-max_loss_usd`` -> "max_loss"; exchange time >= start + hours
 -> "time" (a candle that opens at or after the end is not processed). On a stop the session
 flattens: every open position is closed at the last known price of its symbol (reason ``end``),
 then ``broker.flatten`` cancels everything left, then the broker is asked whether the account is
@@ -50,7 +54,7 @@ from pocklib.brokers.paper import PaperBroker
 from pocklib.errors import redact
 from pocklib.ids import client_id
 from pocklib.journal import NullJournal
-from pocklib.model import STOP_REASONS, Candle, Exposure, Fill
+from pocklib.model import STOP_REASONS, Candle, Exposure, Fill, FundingFee
 from pocklib.rules import Rules, order_qty
 from pocklib.signals import Crossover
 
@@ -78,6 +82,7 @@ class _Sym:
     price: float | None = None  # last known price (USD)
     pending: tuple[str, int] | None = None  # ("BUY"|"SELL", open_time of the signal candle)
     last_data_candle: int | None = None  # replay: open_time of the last candle of the data
+    exit_candle: int = -1  # open_time of the candle in which the exchange closed the long (stream)
 
 
 @dataclass
@@ -85,7 +90,8 @@ class SessionResult:
     """What a session (live, dry run or replay) ends with.
 
     trades: DataFrame with ``TRADE_COLUMNS`` (USD, base qty, UTC candle open times);
-    total_pnl, realized, fees, equity: USD; stop_reason: one of ``STOP_REASONS`` (None while
+    total_pnl, realized, fees, funding, equity: USD (funding signed: received > 0, paid < 0; it is
+    in total_pnl and equity, not in realized); stop_reason: one of ``STOP_REASONS`` (None while
     running); start_ms/end_ms/stop_ms: exchange ms; open_positions_at_end / open_orders_at_end:
     what the broker reported after flattening; stats: ``Book.stats()`` plus session fields;
     equity_curve: DataFrame (time UTC index; equity, total_pnl USD) after each closed candle;
@@ -98,6 +104,7 @@ class SessionResult:
     stop_reason: str | None
     realized: float = 0.0
     fees: float = 0.0
+    funding: float = 0.0
     equity: float = 0.0
     start_ms: int = 0
     end_ms: int = 0
@@ -174,6 +181,9 @@ class Session:
         self.flatten_errors: list[str] = []  # broker errors met while flattening
         self.open_at_end: Exposure | None = None  # broker.exposure() after the flatten
         self.flat_check = "not run"  # "flat" | "NOT FLAT" | "UNKNOWN" | "not run"
+        # funding already booked: exchange refs seen, and book entries paired with the other source
+        self._funding_refs: set[str] = set()
+        self._funding_paired: set[int] = set()
 
     # -- journal ---------------------------------------------------------------------------
     def _j(self, kind: str, **fields: Any) -> None:
@@ -242,20 +252,25 @@ class Session:
         self._j("candle", t=self.now, symbol=s, open_time=c.open_time, open=c.open, high=c.high,
                             low=c.low, close=c.close, volume=c.volume)
         st.cur_open = int(c.open_time)
-        stopped_here = False
-        for f in self.broker.on_candle(c) or []:  # (1) SL/TP of a position opened before this candle
+        stopped_here = st.exit_candle == int(c.open_time)  # a stop already reported by the stream
+        if st.pending is not None:  # next_open on a closed-candles feed: the order went out at this open,
+            # before the candle's range (kernels.simulate_session does the same)
+            self._fill_pending(c, pre_empted=stopped_here, gap=self._opens_through_stop(c))
+        for f in self.broker.on_candle(c) or []:  # (1) SL/TP of the position (live from its fill)
             self.apply_exit_fill(f, c.open_time)
             stopped_here = True
-        if st.pending is not None:  # next_open on a closed-candles feed: after the stop check
-            self._fill_pending(c, pre_empted=stopped_here)
+        self.poll_funding(c.close_time)  # funding settled since (the stop rules run after this event)
         sig = st.xover.update(c.close)  # (2)
         st.last_closed = int(c.open_time)
         st.price = float(c.close)
         self.book.mark(s, float(c.close))  # (3) mark
         if sig is not None:
+            # fill="close": a stop candle does not act on its own signal (vectorbt's order of events);
+            # next_open: the order is for the next open, and the stop has made the symbol flat by then
+            acted = not stopped_here or self.rules.fill == "next_open"
             self._j("signal", t=self.now, symbol=s, open_time=c.open_time, signal=sig,
-                                fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma, acted=not stopped_here)
-            if not stopped_here:
+                                fast_ma=st.xover.fast_ma, slow_ma=st.xover.slow_ma, acted=acted)
+            if acted:
                 self._act(c, st, sig)
         if self.record:
             self.candle_rows[s].append((c.open_time, c.open, c.high, c.low, c.close,
@@ -280,13 +295,22 @@ class Session:
             else:
                 st.pending = ("BUY", int(c.open_time))
 
-    def _fill_pending(self, c: Candle, pre_empted: bool = False) -> None:
+    def _opens_through_stop(self, c: Candle) -> bool:
+        """A candle opening through the SL/TP level of the symbol's position, on a broker that
+        settles stops itself on each candle (paper): its stop fills at that open, before an order
+        sent at the open could (as an exchange-side stop triggers on the first trade)."""
+        pos = self.book.position(c.symbol)
+        return (pos is not None and bool(getattr(self.broker, "settles_stops_on_candles", False))
+                and (c.open <= pos.sl or c.open >= pos.tp))
+
+    def _fill_pending(self, c: Candle, pre_empted: bool = False, gap: bool = False) -> None:
         st = self.sym[c.symbol]
         assert st.pending is not None
         side = st.pending[0]
         st.pending = None
-        if pre_empted:
-            self._j("pending_dropped", t=self.now, symbol=c.symbol, side=side, reason="stop")
+        if pre_empted or (gap and side == "SELL"):
+            self._j("pending_dropped", t=self.now, symbol=c.symbol, side=side,
+                    reason="stop" if pre_empted else "stop at the open")
             return
         if side == "SELL" and self.book.position(c.symbol) is not None:
             self._exit(c.symbol, c.open, fill_ms=c.open_time, candle_open=c.open_time, reason="signal", action="c")
@@ -375,6 +399,106 @@ class Session:
             self.fill_rows.append({"symbol": fill.symbol, "side": fill.side, "price": float(fill.price),
                                    "qty": float(fill.qty), "reason": fill.reason, "time": ts(candle_open)})
 
+    # -- exchange events (a user-data stream) -------------------------------------------------
+    def note_exchange_event(self, summary: dict[str, Any]) -> None:
+        """Journal an account event the exchange pushed (``summary``: JSON-safe, see
+        :func:`pocklib.brokers.userstream.event_summary`) before the broker acts on it; its
+        exchange time (``time``, ms) moves the session clock."""
+        t = summary.get("time")
+        if isinstance(t, int) and t > self.now:
+            self.now = t
+        self._j("exchange_event", t=self.now, **summary)
+
+    def on_exchange_fills(self, fills: list[Fill]) -> None:
+        """Exit fills the exchange reported between candles (a stop loss or take profit filled):
+        each closes its position in the book at once (journaled first; book time = open time of
+        the candle the fill happened in, as for the per-candle check), that candle then takes
+        no signal (as when the check finds the stop), and the stop rules run at once."""
+        if self.stopped or not fills:
+            return
+        iv = self.rules.interval_ms
+        for f in fills:
+            if f.symbol not in self.sym:
+                continue
+            t = int(f.time) if f.time > 0 else self.now
+            self.now = max(self.now, t)
+            candle = (t // iv) * iv
+            self.apply_exit_fill(f, candle)
+            self.sym[f.symbol].exit_candle = candle
+        if self.stops and not self.stopped:
+            self.check_stops()
+
+    # -- funding ---------------------------------------------------------------------------
+    #: A funding fee from one source (stream, income) is the one already booked from the other
+    #: when symbol and amount agree and the times are this close (exchange ms).
+    FUNDING_MATCH_MS = 60_000
+
+    def on_funding(self, symbol: str, amount_usd: float, time_ms: int, ref: str | None = None,
+                   source: str = "stream", check_stops: bool = True) -> bool:
+        """Book one funding fee of ``symbol`` (USD, signed: received > 0, paid < 0) settled at
+        ``time_ms`` (exchange ms); journaled before it is applied. Returns True when booked.
+
+        Counted once whatever reports it: a ``ref`` (the income row's tranId, e.g.
+        ``"income:9689322392"``) already seen is ignored, and a fee reported without ref (a
+        user-data ``ACCOUNT_UPDATE`` with reason FUNDING_FEE: it carries no id) pairs with the
+        same symbol's fee of the other kind of equal amount within :attr:`FUNDING_MATCH_MS`.
+        The stream handler must name the symbol (a cross-margin ACCOUNT_UPDATE has no position
+        part; leave such an event to the ``income`` poll). Symbols outside the session are
+        ignored; so is anything after the session stopped. ``check_stops``: apply the stop rules
+        at once (the per-candle poll passes False: the rules run after the candle)."""
+        if self.stopped or symbol not in self.sym:
+            return False
+        amount = float(amount_usd)
+        if ref is not None and ref in self._funding_refs:
+            return False
+        twin = self._funding_twin(symbol, amount, int(time_ms), ref)
+        if twin is not None:
+            self._funding_paired.add(twin)
+            if ref is not None:
+                self._funding_refs.add(ref)
+            return False
+        self._j("funding", t=self.now, symbol=symbol, amount=amount, time=int(time_ms), ref=ref, source=source)
+        self.book.on_funding(symbol, amount, int(time_ms), ref)
+        if ref is not None:
+            self._funding_refs.add(ref)
+        if check_stops and self.stops:
+            self.check_stops()
+        return True
+
+    def _funding_twin(self, symbol: str, amount: float, time_ms: int, ref: str | None) -> int | None:
+        """Index in ``book.funding_fees`` of the same fee booked from the other source, if any."""
+        for i, f in enumerate(self.book.funding_fees):
+            if (i not in self._funding_paired and f.symbol == symbol and (f.ref is None) != (ref is None)
+                    and abs(f.time_ms - time_ms) <= self.FUNDING_MATCH_MS and abs(f.amount_usd - amount) <= 1e-9):
+                return i
+        return None
+
+    def restore_funding(self, records: list[dict[str, Any]]) -> None:
+        """Re-book journaled ``funding`` records (a resumed session) without journaling them
+        again; their refs are remembered, so the exchange's rows are not counted twice."""
+        for r in records:
+            ref = r.get("ref")
+            if ref is not None and ref in self._funding_refs:
+                continue
+            self.book.on_funding(r["symbol"], float(r["amount"]), int(r["time"]), ref)
+            if ref is not None:
+                self._funding_refs.add(ref)
+
+    def poll_funding(self, now_ms: int, final: bool = False) -> int:
+        """Ask the broker for funding fees settled since the session start (brokers without
+        ``funding_fees``, e.g. test doubles, have none) and book the new ones; returns how many.
+        A failed poll is journaled and left to the next one."""
+        fn = getattr(self.broker, "funding_fees", None)
+        if fn is None:
+            return 0
+        try:
+            fees: list[FundingFee] = list(fn(self.start_ms, int(now_ms), final) or [])
+        except Exception as e:  # the exchange did not answer: the next poll asks again
+            self._j("error", t=self.now, error=type(e).__name__, message=redact(str(e))[:400], during="funding")
+            return 0
+        return sum(self.on_funding(f.symbol, f.amount_usd, f.time_ms, f.ref, source="income", check_stops=False)
+                   for f in fees)
+
     # -- stop rules ------------------------------------------------------------------------
     def check_stops(self) -> str | None:
         """Apply the session stop rules now; returns the reason when the session stopped."""
@@ -406,6 +530,7 @@ class Session:
                 self._j("pending_dropped", t=self.now, symbol=s, side=st.pending[0], reason="session stop")
                 st.pending = None
         self.flatten()
+        self.poll_funding(self.now, final=True)  # a settlement since the last candle still counts
         self.stopped = True
 
     def flatten(self, attempts: int = 3) -> None:
@@ -479,7 +604,7 @@ class Session:
         fills = pd.DataFrame(self.fill_rows, columns=["symbol", "side", "price", "qty", "reason", "time"])
         return SessionResult(
             trades=trades_frame(b.trades), total_pnl=b.total_pnl(), stop_reason=self.stop_reason,
-            realized=b.realized, fees=b.fees, equity=b.equity(), start_ms=self.start_ms, end_ms=self.end_ms,
+            realized=b.realized, fees=b.fees, funding=b.funding, equity=b.equity(), start_ms=self.start_ms, end_ms=self.end_ms,
             stop_ms=self.stop_ms, open_positions_at_end=self.open_positions_at_end,
             open_orders_at_end=self.open_orders_at_end, stats=st, equity_curve=eq.set_index("time"), book=b,
             candles=cand, fills=fills, rules=self.rules,
@@ -520,6 +645,8 @@ def replay(
     journal: JournalLike | None = None,
     session_id: str = "replay",
     record: bool = True,
+    detail: dict[str, pd.DataFrame] | None = None,
+    funding: dict[str, pd.Series] | None = None,
 ) -> SessionResult:
     """Drive :class:`Session` with the closed candles of ``frames`` as fast as possible (paper
     broker, no network). Signature kept stable for the sweep/odds helpers.
@@ -543,8 +670,17 @@ def replay(
     close (reason "end") and no entry is taken on a symbol's last candle — exactly the
     vectorized backtest (:func:`pocklib.backtest.run`), so both give the same trade list.
 
+    detail / funding: each symbol's ``rules.detail`` candles (needed when it is set) and funding
+    series (:mod:`pocklib.funding`), for the paper broker made here (not with ``broker``).
+
     Returns :class:`SessionResult` (trades, total_pnl, stop_reason, ...).
     """
+    if broker is not None and (detail or funding):
+        raise ValueError("detail, funding: they configure the paper broker replay makes; pass them to your broker")
+    if broker is None and rules.detail is not None and not detail:
+        raise ValueError(f"detail: rules.detail={rules.detail!r} needs the {rules.detail} candles of each symbol")
+    if rules.detail is None and detail:
+        raise ValueError("detail: detail candles given but rules.detail is None; set detail='1m' in the rules")
     syms = [s for s in rules.symbols if s in frames]
     if not syms:
         raise ValueError(f"frames: none of rules.symbols {list(rules.symbols)} in frames {list(frames)}")
@@ -565,7 +701,7 @@ def replay(
     if len(t_all) == 0:
         raise ValueError("frames: no candles")
     start_ms = int(t_all[0]) if start is None else _to_ms(start)
-    broker = broker if broker is not None else PaperBroker()
+    broker = broker if broker is not None else PaperBroker(detail=detail, funding=funding)
     if getattr(broker, "rules", None) is None:
         broker.start(rules)
     sess = Session(rules, broker, session_id=session_id, journal=journal, start_ms=start_ms, stops=stops,

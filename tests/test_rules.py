@@ -20,7 +20,7 @@ def test_defaults_are_the_session_rules():
         ({"fast": 0}, "fast"),
         ({"hours": 0.0}, "hours"),
         ({"hours": -1.0}, "hours"),
-        ({"symbols": ("DOGEUSDT",)}, "symbols"),
+        ({"symbols": ("XYZUSDT",)}, "symbols"),  # in no symbol snapshot
         ({"position_usd": 600.0}, "position_usd"),
         ({"stop_loss_pct": 1.0}, "stop_loss_pct"),
         ({"take_profit_pct": 0.0}, "take_profit_pct"),

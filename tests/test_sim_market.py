@@ -60,9 +60,13 @@ def test_exchange_info_filters(sim):
 
 
 def test_generic_filters_for_other_symbols():
-    m = Market({"DOGEUSDT": frame(base=0.15, tick=0.00001)}, "5m")
-    f = m.data["DOGEUSDT"].filters
+    # XYZUSDT is in no snapshot: generic filters from its price level.
+    m = Market({"XYZUSDT": frame(base=0.15, tick=0.00001)}, "5m")
+    f = m.data["XYZUSDT"].filters
     assert f.tick == "0.00001" and f.min_notional == "5" and f.step == "10"
+    # DOGEUSDT is in the USD-M snapshot: its recorded filters (tests/test_any_symbol.py has more).
+    d = Market({"DOGEUSDT": frame(base=0.15, tick=0.00001)}, "5m").data["DOGEUSDT"].filters
+    assert (d.tick, d.step, d.min_notional) == ("0.000010", "1", "5")
 
 
 def test_klines_rows_types_and_history_up_to_now(sim):

@@ -61,7 +61,7 @@ def test_order_shapes(c):
     assert set(q) == ORDER_QUERY
     assert set(c.futures_cancel_order(symbol="BTCUSDT", orderId=c.futures_create_order(
         symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002", price="88000.0",
-        timeInForce="GTC")["orderId"])) == ORDER_QUERY
+        timeInForce="GTC")["orderId"])) == ORDER_POST   # Binance's Cancel Order example: the new-order fields
 
 
 def test_algo_shapes(c):

@@ -113,19 +113,28 @@ def test_subscribe_unsubscribe_list_and_properties():
             assert got[2] == {"result": False, "id": 2}
             assert got[3] == {"result": None, "id": 3}
             assert got[4] == {"result": None, "id": 4}
-            assert got[5]["code"] == 2 and "dogeusdt" in got[5]["msg"]
+            # Binance acknowledges a stream it does not serve and stays silent (no error):
+            # docs/wire/user-data-stream.md, "Leniency"
+            assert got[5] == {"result": None, "id": 5}
             assert bad_json["code"] == 3
     with Simulator(_frames(), speed=0) as sim:
         asyncio.run(go(sim))
+        assert sim._core.hub.unserved == {"dogeusdt@kline_5m": 1}
 
 
-def test_bad_stream_in_url_is_refused():
+def test_unknown_stream_in_url_is_accepted_and_silent():
+    """Binance upgrades a connection to a stream it does not serve and sends nothing for it
+    (docs/wire/user-data-stream.md, "Leniency"); the served name next to it still streams."""
     async def go(sim):
-        with pytest.raises(websockets.exceptions.InvalidStatus):
-            async with websockets.connect(sim.ws_url + "/ws/btcusdt@kline_1m"):
-                pass
+        async with websockets.connect(sim.ws_url + "/ws/dogeusdt@kline_5m") as ws:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)
+        async with websockets.connect(sim.ws_url + "/ws/dogeusdt@kline_5m/btcusdt@kline_5m") as ws:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert m["s"] == "BTCUSDT"
     with Simulator(_frames(), speed=0) as sim:
         asyncio.run(go(sim))
+        assert sim._core.hub.unserved == {"dogeusdt@kline_5m": 2}
 
 
 @pytest.mark.slow  # a 4-hour replay in wall seconds

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill
+from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill, FundingFee
 from pocklib.rules import Rules, SymbolSpec
 
 REASONS = EXIT_REASONS
@@ -83,6 +83,11 @@ class Broker(Protocol):
               since_ms: int) -> list[Fill]:
         """Re-attach to a long known from the journal: still open -> make sure its SL/TP exist,
         return []; closed meanwhile -> the fills that closed it."""
+        ...
+
+    def funding_fees(self, since_ms: int, now_ms: int, final: bool = False) -> list[FundingFee]:
+        """Funding fees settled after ``since_ms`` (exchange ms) not returned before (USD,
+        signed: paid < 0). A broker that pays no funding (paper) returns []."""
         ...
 
 

@@ -21,6 +21,11 @@ What it does on the exchange
   open (one weight-5 call per protected symbol per candle); if not, it finds the triggered algo
   order, its actual order and that order's trades, and returns a Fill with the exchange's
   average price and commission, then cancels the other leg.
+* With a user-data stream (:meth:`user_stream`, :mod:`pocklib.brokers.userstream`) an SL/TP
+  fill is known the moment its ``ORDER_TRADE_UPDATE`` arrives (:meth:`on_user_event`); the
+  per-candle check above stays as the reconcile, so a missed event costs one candle at most.
+* ``funding_fees`` reads the FUNDING_FEE rows of ``GET /fapi/v1/income`` (polled on closed
+  candles just after each hour, and at the stop); the session counts them in its total P&L.
 * ``flatten`` cancels plain (``allOpenOrders``) and algo (``algoOpenOrders``) orders of every
   symbol, closes every position with reduce-only MARKET orders and verifies flat.
 * Signed calls carry the exchange's time: ``client.timestamp_offset`` is set from the
@@ -38,17 +43,18 @@ import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from binance.exceptions import BinanceAPIException
 
 from pocklib import retry
+from pocklib.brokers.protection import AlgoPolicy, Guard, JournalSink
+from pocklib.brokers.userstream import StreamExits, UserEvent, UserStream
 from pocklib.clock import ExchangeClock
 from pocklib.errors import NO_CHANGE_CODES, BrokerError, explain, redact
 from pocklib.ids import check as check_cid
 from pocklib.ids import client_id, leg_id
-from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill
+from pocklib.model import EXIT_REASONS, Candle, Exposure, Fill, FundingFee
 from pocklib.rules import Rules, SymbolSpec
 from pocklib.venues import Venue
 
@@ -73,10 +79,43 @@ class BrokerStats:
     unknown_outcomes: int = 0     # timeouts / 5xx / connection errors
     resyncs: int = 0              # clock resyncs after -1021
     refused: int = 0              # orders refused before sending (filters)
-    rejected: int = 0             # orders the exchange rejected
+    rejected: int = 0             # order POSTs the exchange refused (final answers, plain + algo)
+    rejected_by_code: dict[str, int] = field(default_factory=dict)  # ... by Binance code ("-2019": 1)
+    orders_retried: int = 0       # order POSTs sent again after an unknown outcome or a throttle
+    max_unprotected_ms: int = 0   # longest exchange ms a long was open before its stop loss was confirmed
+    # SL/TP algo orders (pocklib.brokers.protection: the policy for the ones that misbehave)
+    algo_placed: int = 0          # algo orders the exchange accepted (re-placements included)
+    algo_cancelled: int = 0       # algo orders cancelled one by one (cancel-all calls not counted)
+    algo_triggered: int = 0       # legs seen TRIGGERING / TRIGGERED / FINISHED
+    algo_rejected: int = 0        # legs seen REJECTED (refused by the matching engine)
+    algo_expired: int = 0         # legs seen EXPIRED (cancelled by the system)
+    algo_replaced: int = 0        # legs placed again (after REJECTED / EXPIRED / vanished)
+    algo_not_visible: int = 0     # lookups answered -2013 for a leg the exchange had accepted
+    algo_closed_at_market: int = 0  # longs closed at market because their stop could not be confirmed
+    # user-data stream (pocklib.brokers.userstream)
+    stream_connects: int = 0      # user-data websocket connects
+    stream_reconnects: int = 0    # ... after the first (drops, expiries, rotations)
+    stream_rotations: int = 0     # proactive reconnects before the 24 h cut
+    stream_expired: int = 0       # listenKeyExpired received, or -1125 on a keepalive
+    stream_keepalives: int = 0    # PUT /fapi/v1/listenKey answered
+    stream_events: int = 0        # events received
+    stream_malformed: int = 0     # messages skipped as malformed
+    stream_failures: int = 0      # failed connects and dropped connections
+    stream_fills: int = 0         # SL/TP fills learned from the stream (before any REST check)
+    stream_duplicates: int = 0    # trades or fills the stream repeated, or REST had reported first
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (stats.json "orders"; the report prints whatever is here)."""
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(self).items()}
+
+    def rejection(self, code: int) -> None:
+        """Count an order the exchange refused with Binance ``code``."""
+        self.rejected += 1
+        self.rejected_by_code[str(code)] = self.rejected_by_code.get(str(code), 0) + 1
+
+    def unprotected(self, ms: int) -> None:
+        """A long was open ``ms`` (exchange ms) without a confirmed stop loss."""
+        self.max_unprotected_ms = max(self.max_unprotected_ms, int(ms))
 
 
 @dataclass
@@ -97,7 +136,11 @@ class BinanceBroker:
     python-binance ``Client``. ``clock``: exchange clock (default: one at the venue's rate).
     ``session_id``: used for the ids this broker derives itself (flatten orders).
     ``max_attempts``: tries per call on transient failures; ``backoff_s``/``max_backoff_s``:
-    wall seconds (Retry-After is honoured up to ``max_backoff_s``).
+    wall seconds (Retry-After is honoured up to ``max_backoff_s``). ``algo_policy``: the bounds
+    of the SL/TP policy (:mod:`pocklib.brokers.protection`, docs/algo-policy.md). Set
+    :attr:`journal` to the session's journal to have each protection step journaled.
+    ``user_stream``: True (default) lets the live loop open the user-data stream
+    (:meth:`user_stream`), a dict gives its options, False runs without one.
     """
 
     name = "binance"
@@ -105,7 +148,8 @@ class BinanceBroker:
     def __init__(self, venue: Venue | Any, rules: Rules | None = None, clock: ExchangeClock | None = None, *,
                  session_id: str = "pocklib", working_type: str = "CONTRACT_PRICE", max_attempts: int = 6,
                  backoff_s: float = 0.25, max_backoff_s: float = 30.0, resync_every_s: float = 300.0,
-                 flatten_patience_s: float = 900.0, sleep: Callable[[float], None] = _time.sleep) -> None:
+                 flatten_patience_s: float = 900.0, sleep: Callable[[float], None] = _time.sleep,
+                 algo_policy: AlgoPolicy | None = None, user_stream: bool | dict[str, Any] = True) -> None:
         if isinstance(venue, Venue):
             self.venue: Venue | None = venue
             self.client = venue.make_client()
@@ -138,9 +182,22 @@ class BinanceBroker:
         self._prot: dict[str, _Protection] = {}
         self._pending: list[Fill] = []
         self._stale_legs: list[tuple[str, str]] = []  # (symbol, clientAlgoId) still to cancel
+        self._opened_ms: dict[str, int] = {}  # symbol -> entry fill time (ms) of a long not yet stop-protected
         self.stats = BrokerStats()
         self.last_refusal: str | None = None
         self.last_error: BrokerError | None = None
+        self._funding_seen: set[str] = set()       # refs of FUNDING_FEE income rows returned
+        self._funding_polled_at: int | None = None  # exchange ms of the last income poll
+        #: The session's journal (kind "algo" records of the SL/TP policy); None: logged only.
+        self.journal: JournalSink | None = None
+        #: Carries out the SL/TP policy (pocklib.brokers.protection).
+        self.guard = Guard(self, algo_policy or AlgoPolicy())
+        #: SL/TP exits learned from the user-data stream (pocklib.brokers.userstream).
+        self.exits = StreamExits(self)
+        #: False: no user-data stream (fills are found by the per-candle check only); a dict:
+        #: options of :class:`~pocklib.brokers.userstream.UserStream`.
+        self.stream_options: dict[str, Any] | None = (
+            None if user_stream is False else {} if user_stream is True else dict(user_stream))
 
     def __repr__(self) -> str:
         where = self.venue.name if self.venue else "client"
@@ -270,8 +327,11 @@ class BinanceBroker:
                         if found is not None:
                             self.stats.found_on_lookup += 1
                             return found
+                    if isinstance(e, BinanceAPIException) and not retry.classify(e).transient:
+                        self.stats.rejection(e.code)  # the exchange's final answer: refused
                     raise self._give_up(what, e, attempt) from None
                 self.stats.retries += 1
+                self.stats.orders_retried += 1
                 log.warning("%s: outcome unknown or throttled (%s); checking by client id in %.2f s",
                             what, _short(e), delay)
             self._sleep(delay)
@@ -403,13 +463,15 @@ class BinanceBroker:
         except BrokerError as e:
             self._rejected("open_long", e)
             return None
-        return self._fill(order, "signal", client_id, time)
+        fill = self._fill(order, "signal", client_id, time)
+        if fill is not None:
+            self._opened_ms[symbol] = fill.time
+        return fill
 
     def _rejected(self, what: str, e: BrokerError) -> None:
         if e.code not in _REJECTIONS:
             raise e
-        self.stats.rejected += 1
-        self.last_error = e
+        self.last_error = e  # counted in stats by _submit
         log.error("%s rejected: %s", what, e)
         return
 
@@ -452,6 +514,7 @@ class BinanceBroker:
         the close's fill: the legs are kept for a later cancel (they are closePosition orders,
         so with no position they cannot open one, but left alone they would close the NEXT long
         of the symbol at the old levels)."""
+        self._stop_confirmed(symbol)  # closed before a stop was confirmed: unprotected until now
         p = self._prot.pop(symbol, None)
         if p is None:
             return
@@ -463,8 +526,9 @@ class BinanceBroker:
                 self._stale_legs.append((symbol, cid))
 
     def _cancel_leg(self, symbol: str, cid: str) -> None:
-        self._retry(self.client.futures_cancel_algo_order, what=f"cancel {cid}", signed=True,
-                    ok_codes=frozenset({-2011, -2013}), symbol=symbol, clientAlgoId=cid)
+        # -2011 right after a leg was placed may mean "not visible yet": the guard then raises,
+        # and the caller keeps the leg to cancel later (protection.Guard.cancel)
+        self.guard.cancel(symbol, cid)
 
     def _cancel_stale_legs(self, symbol: str | None = None) -> None:
         """Retry cancelling SL/TP legs left behind by :meth:`_unprotect_after_close`."""
@@ -482,39 +546,34 @@ class BinanceBroker:
     # -- protection ------------------------------------------------------------------------
     def protect(self, symbol: str, qty: float, sl: float, tp: float, client_id: str) -> None:
         """Place STOP_MARKET at ``sl`` and TAKE_PROFIT_MARKET at ``tp`` (USD, rounded to tick),
-        SELL, closePosition=true, on the exchange's algo service. Client ids derive from
-        ``client_id``. If a level is already crossed (-2021) the long is closed at market at once
-        and that fill is returned by the next :meth:`on_candle`."""
+        SELL, closePosition=true, on the exchange's algo service, then confirm them by lookups
+        (:mod:`pocklib.brokers.protection`: a stop not seen within ``algo_policy.confirm_ms``
+        closes the long at market). Client ids derive from ``client_id``. A close at market
+        here (a level already crossed, -2021, or an unconfirmed stop) is returned by the next
+        :meth:`on_candle`."""
         check_cid(client_id)
         spec = self._spec(symbol)
         self._cancel_stale_legs(symbol)
         if not (0 < sl < tp):
             raise ValueError(f"protect: need 0 < sl < tp (USD); got sl={sl!r}, tp={tp!r}")
+        if any(s == symbol for s, _ in self._stale_legs):
+            # old legs the exchange did not show in time: cancel all before the new legs exist
+            self._retry(self.client.futures_cancel_all_open_orders, what=f"cancel all algo orders {symbol}",
+                        signed=True, symbol=symbol, conditional=True)
+            self._stale_legs = [(s, c) for s, c in self._stale_legs if s != symbol]
         p = _Protection(qty=qty, sl=spec.format_price(sl), tp=spec.format_price(tp),
                         sl_cid=leg_id(client_id, "sl"), tp_cid=leg_id(client_id, "tp"),
                         since_ms=self.server_time())
         self._prot[symbol] = p
-        for reason, typ, price, cid in (("stop_loss", "STOP_MARKET", p.sl, p.sl_cid),
-                                        ("take_profit", "TAKE_PROFIT_MARKET", p.tp, p.tp_cid)):
-            params: dict[str, Any] = dict(symbol=symbol, side="SELL", type=typ, triggerPrice=price,
-                                          closePosition="true", workingType=self.working_type, clientAlgoId=cid)
-            what = f"{typ} {symbol} @ {price} ({cid})"
-            try:
-                algo = self._submit(what, partial(self.client.futures_create_order, **params),
-                                    partial(self.client.futures_get_algo_order, symbol=symbol, clientAlgoId=cid))
-            except BrokerError as e:
-                if e.code == -2021:
-                    log.warning("%s would trigger at once: closing the long at market now", what)
-                    # close first: a leg already placed keeps protecting the long if this fails
-                    fill = self._close_now(symbol, reason, leg_id(client_id, "now"))
-                    self._unprotect_after_close(symbol)
-                    if fill:
-                        self._pending.append(fill)
-                    return
-                raise BrokerError(f"{e} -- the {symbol} long is OPEN WITHOUT its {reason.replace('_', ' ')} "
-                                  f"order on the exchange: call flatten()", code=e.code, status=e.status) from e
-            p.legs[reason] = cid
-            log.info("protect %s -> algoId=%s status=%s", what, algo.get("algoId"), algo.get("algoStatus"))
+        self._pending += self.guard.protect(symbol, p, leg_id(client_id, "now"))
+
+    def _stop_confirmed(self, symbol: str) -> None:
+        """The long of ``symbol`` has a stop loss the exchange accepted (or is closed): the
+        exchange time it spent without one since its entry fill goes to
+        ``stats.max_unprotected_ms`` (clock extrapolated, no extra call; >= 0)."""
+        opened = self._opened_ms.pop(symbol, None)
+        if opened is not None and self.clock.synced:
+            self.stats.unprotected(max(0, self.clock.now_ms() - opened))
 
     def _close_now(self, symbol: str, reason: str, cid: str) -> Fill | None:
         amt = self._position_amt(symbol)
@@ -531,6 +590,67 @@ class BinanceBroker:
         for cid in p.legs.values():
             self._cancel_leg(symbol, cid)
 
+    #: Funding settles on the hour (00/08/16 UTC for 8-hour symbols, every 4 or 1 h for some):
+    #: the income poll runs on closed candles in the first FUNDING_POLL_MS (exchange ms) after
+    #: each hour, at most once per candle close time, and once more at the session's stop.
+    FUNDING_POLL_MS = 15 * 60_000
+
+    def funding_fees(self, since_ms: int, now_ms: int, final: bool = False) -> list[FundingFee]:
+        """FUNDING_FEE rows of ``GET /fapi/v1/income`` for the session's symbols settled after
+        ``since_ms`` (exchange ms) that this broker has not returned before (by tranId), as
+        :class:`~pocklib.book.FundingFee` (USD, signed: paid < 0; ref ``"income:<tranId>"``).
+        Asks the exchange only when a settlement may have happened (see FUNDING_POLL_MS) or
+        when ``final``; otherwise returns [] without a call. Weight 30 a call."""
+        hour = (int(now_ms) // 3_600_000) * 3_600_000
+        if hour <= since_ms:
+            return []  # no settlement time since the session started
+        if not final and (now_ms - hour > self.FUNDING_POLL_MS or now_ms == self._funding_polled_at):
+            return []
+        self._funding_polled_at = int(now_ms)
+        rows = self._retry(self.client.futures_income_history, what="funding fees (income)", signed=True,
+                           incomeType="FUNDING_FEE", startTime=int(since_ms) + 1, limit=1000) or []
+        mine = set(self._symbols())
+        out = []
+        for r in rows:
+            ref = f"income:{r.get('tranId')}"
+            if r.get("incomeType") != "FUNDING_FEE" or r.get("symbol") not in mine or ref in self._funding_seen:
+                continue
+            self._funding_seen.add(ref)
+            out.append(FundingFee(r["symbol"], float(r["income"]), int(r["time"]), ref))
+        if out:
+            log.info("funding: %s", ", ".join(f"{f.symbol} {f.amount_usd:+.4f} USD" for f in out))
+        return out
+
+    # -- user-data stream (pocklib.brokers.userstream) -------------------------------------------
+    def user_stream(self, **options: Any) -> UserStream | None:
+        """The account's user-data stream (an async iterator of events; its own REST client, so
+        its keepalives never share a connection with the broker's calls), or None when the
+        broker was built from a bare client (no stream URL known) or with ``user_stream=False``.
+        ``options`` (over the constructor's ``user_stream`` dict): see
+        :class:`~pocklib.brokers.userstream.UserStream` (keepalive_ms, max_age_ms, check_s ...)."""
+        v = self.venue
+        if v is None or self.stream_options is None:
+            return None
+        if not self.clock.synced:
+            self.sync_time()
+        legacy = not v.stream_path.startswith("/market")   # the pre-2026 layout: /ws/<listenKey>
+        return UserStream(v.make_client(), v.ws_url, self.clock, legacy=legacy, counters=self.stats,
+                          sleep=self._sleep, **{**self.stream_options, **options})
+
+    def on_user_event(self, ev: UserEvent) -> list[Fill]:
+        """Apply one user-data event; returns the exit fills of SL/TP legs it completes (the
+        session applies them at once). Duplicates and events about orders that are not pocklib's
+        legs change nothing; the per-candle REST check stays the reconcile."""
+        return self.exits.handle(ev)
+
+    def reconcile_stream(self) -> list[Fill]:
+        """After the stream (re)connected: ask the exchange about every protected long (events
+        may have been missed); the fills of those closed meanwhile."""
+        out: list[Fill] = []
+        for symbol in list(self._prot):
+            out += self.exits.settle(symbol)
+        return out
+
     def on_candle(self, candle: Candle) -> list[Fill]:
         """Fills of SL/TP orders the exchange executed (checked on closed candles of protected
         symbols), plus any fill queued by :meth:`protect`."""
@@ -539,17 +659,26 @@ class BinanceBroker:
             out += self._detect(candle.symbol)
         return out
 
+    def recheck_protection(self, symbol: str) -> list[Fill]:
+        """Check the SL/TP of ``symbol`` now, as at a closed candle (for a user-data stream's
+        ALGO_UPDATE on a pocklib leg): fills of a close the policy made, or of the exchange's
+        own SL/TP fill; [] when the long is protected or there is none."""
+        return self._detect(symbol) if symbol in self._prot else []
+
     def _detect(self, symbol: str) -> list[Fill]:
         """If the protected long of ``symbol`` is gone, the fills that closed it."""
         p = self._prot.get(symbol)
-        if p is None or self._position_amt(symbol) > 0:
+        if p is None:
             return []
+        if self._position_amt(symbol) > 0:   # still open: are its SL/TP still there and working?
+            return self.guard.check(symbol, p)
         fills: list[Fill] = []
         for reason, cid in p.legs.items():
             algo = self._retry(self.client.futures_get_algo_order, what=f"status of {cid}", signed=True,
                                ok_codes=frozenset({-2013}), symbol=symbol, clientAlgoId=cid)
             if not algo or algo.get("algoStatus") not in _DONE_ALGO or not algo.get("actualOrderId"):
                 continue
+            self.guard.count_fired(symbol, cid, algo)
             order = self._retry(self.client.futures_get_order, what=f"order triggered by {cid}", signed=True,
                                 symbol=symbol, orderId=algo["actualOrderId"])
             fill = self._fill(order, reason, cid, int(algo.get("triggerTime") or algo.get("updateTime") or 0))
@@ -557,6 +686,7 @@ class BinanceBroker:
                 fills.append(fill)
         if not fills:
             fills = self._outside_close(symbol, p)
+        self.guard.closed(symbol, max((f.time for f in fills), default=self.server_time()))
         self._unprotect_after_close(symbol)
         for f in fills:
             log.info("exchange closed %s: %s %s @ %s (%s)", symbol, f.side, f.qty, f.price, f.reason)
@@ -741,16 +871,15 @@ class BinanceBroker:
                           "orders on flat symbols -- check the account on the exchange", retryable=True)
 
     def _keep_protected(self, symbol: str, amt: float, time: int) -> None:
-        """A long the flatten could not close keeps a stop loss and take profit on the exchange."""
+        """A long the flatten could not close keeps a stop loss and take profit on the exchange:
+        a leg not seen open is placed again under its own clientAlgoId (which the exchange
+        refuses while one is open, so never twice); one placed moments ago and not seen yet is
+        left alone (it may only be hidden)."""
         p = self._prot.get(symbol)
         if amt <= 0 or p is None:
             return
         try:
-            _, algo = self.open_orders(symbol)
-            if any(a.get("clientAlgoId") in p.legs.values() for a in algo):
-                return
-            log.error("flatten: %s long %s could not be closed and had no SL/TP; placing them again", symbol, amt)
-            self.protect(symbol, amt, float(p.sl), float(p.tp), client_id(self.session_id, symbol, time, "k"))
+            self.guard.ensure(symbol, p)
         except BrokerError as e:
             log.error("flatten: %s long %s could not be closed NOR protected: %s", symbol, amt, e)
 

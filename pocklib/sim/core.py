@@ -59,6 +59,7 @@ class SimCore:
         self.engine = engine
         self.auth = RequestAuth(api_key, api_secret, clock, strict_time)
         self.faults = FaultState(faults)
+        engine.faults = self.faults   # algo faults are the engine's to apply
         self.clock.shift_ms = self.faults.plan.clock_shift_ms
         self.weight_limit = weight_limit
         self.meter = RequestMeter()
@@ -108,4 +109,5 @@ class SimCore:
         now = self.clock.now_ms()
         if not self.clock.stepped:
             self.replay.process_due(now)
+        self.engine.advance(now)   # algo steps due by now (trigger latency, faults)
         return now

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-REST_FAULTS = ("429", "503", "timeout", "timeout_after")
+REST_FAULTS = ("429", "503", "timeout", "timeout_after", "reject")
 
 
 @dataclass
@@ -27,17 +27,38 @@ class FaultPlan:
       ws_duplicate_rate / ws_duplicate_next: send a message twice (share of messages / the next N).
       ws_malformed_next: replace the next N messages' text with a malformed (non-JSON) frame
         (the real message is then sent after it, so nothing is lost but a parse error is provoked).
+      ws_silent: connections are accepted and commands read, but nothing is sent (a feed that
+        stopped delivering while its socket stays open).
     REST:
       rest_fault: "429" (with Retry-After, code -1003) | "503" | "timeout" (held, never executed)
-        | "timeout_after" (executed, then the answer is held past the client's timeout).
+        | "timeout_after" (executed, then the answer is held past the client's timeout)
+        | "reject" (refused, never executed, with HTTP 400 and ``reject_code`` / ``reject_msg``:
+        an order the exchange turns down, e.g. -2019 when another client used the margin).
       rest_fault_rate: share of matching calls that fail (seeded); rest_fault_next: the next N
         matching calls fail (counts down; used first).
       rest_fault_paths: "METHOD /path" or "/path" entries; empty = every REST path except /_sim.
       rest_hold_s: how long a "timeout" answer is held (wall seconds).
       retry_after_s: the Retry-After header value on 429s.
+      reject_code, reject_msg: the Binance error of a "reject" fault.
     Clock:
       clock_shift_ms: server time = sim time + shift, provoking -1021 for clients that do not
         resynchronise.
+    Algo (conditional) orders, all durations sim ms (docs/wire/algo-orders.md):
+      algo_latency_ms: time from the trigger (TRIGGERING) to the MARKET order reaching the
+        matching engine (TRIGGERED), overriding the simulator's setting (None: keep it).
+      algo_invisible_ms / algo_invisible_rate: consistency lag: an accepted algo order is not
+        seen by ``GET``/``DELETE /fapi/v1/algoOrder`` (-2013 / -2011), ``openAlgoOrders`` and
+        ``allAlgoOrders`` for this long after acceptance; the share of accepted orders it hits
+        (seeded). It still triggers, and a new order with its clientAlgoId is still refused.
+      algo_reject_next: the next N triggers are REJECTED by the matching engine (a failed
+        margin check, ``rm`` "Margin is insufficient.").
+      algo_expire_next / algo_expire_after_ms: the next N accepted algo orders are EXPIRED by the
+        system this long after acceptance (if still NEW).
+      algo_stuck_next: the next N triggers stay TRIGGERING for good (no order ever reaches the
+        matching engine, and a cancel answers -2011), as seen on Binance's demo venue.
+      algo_fill_delay_next / algo_fill_delay_ms: for the next N triggers the MARKET order waits
+        this long in the matching engine (algo TRIGGERED, order NEW) before it fills at the
+        price of that moment.
     """
 
     seed: int = 0
@@ -47,13 +68,25 @@ class FaultPlan:
     ws_duplicate_rate: float = 0.0
     ws_duplicate_next: int = 0
     ws_malformed_next: int = 0
+    ws_silent: bool = False
     rest_fault: str | None = None
     rest_fault_rate: float = 0.0
     rest_fault_next: int = 0
     rest_fault_paths: list[str] = field(default_factory=list)
     rest_hold_s: float = 30.0
     retry_after_s: int = 1
+    reject_code: int = -2019
+    reject_msg: str = "Margin is insufficient."
     clock_shift_ms: int = 0
+    algo_latency_ms: int | None = None
+    algo_invisible_ms: int = 0
+    algo_invisible_rate: float = 1.0
+    algo_reject_next: int = 0
+    algo_expire_next: int = 0
+    algo_expire_after_ms: int = 0
+    algo_stuck_next: int = 0
+    algo_fill_delay_next: int = 0
+    algo_fill_delay_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.rest_fault is not None and self.rest_fault not in REST_FAULTS:
@@ -69,6 +102,20 @@ class FaultPlan:
             raise ValueError(f"ws_drop_every_s: > 0 or None; got {self.ws_drop_every_s!r}")
         self.ws_drop_at_ms = sorted(int(x) for x in self.ws_drop_at_ms)
         self.rest_fault_paths = list(self.rest_fault_paths)
+        self._check_algo()
+
+    def _check_algo(self) -> None:
+        """The algo-order fields: whole sim ms / counts >= 0, a fraction in [0, 1]."""
+        if not 0.0 <= self.algo_invisible_rate <= 1.0:
+            raise ValueError(f"algo_invisible_rate: fraction in [0, 1]; got {self.algo_invisible_rate!r}")
+        names = ["algo_invisible_ms", "algo_reject_next", "algo_expire_next", "algo_expire_after_ms",
+                 "algo_stuck_next", "algo_fill_delay_next", "algo_fill_delay_ms"]
+        if self.algo_latency_ms is not None:
+            names.append("algo_latency_ms")
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: a whole number >= 0 (sim ms or a count); got {v!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FaultPlan:
@@ -101,6 +148,8 @@ class FaultState:
         self.dup_next = self.plan.ws_duplicate_next
         self.malformed_next = self.plan.ws_malformed_next
         self.drop_at = list(self.plan.ws_drop_at_ms)
+        self.algo_next = {"reject": self.plan.algo_reject_next, "expire": self.plan.algo_expire_next,
+                          "stuck": self.plan.algo_stuck_next, "fill_delay": self.plan.algo_fill_delay_next}
         self.fired: list[tuple[str, str]] = []   # (kind, detail) log for tests
 
     @property
@@ -145,3 +194,27 @@ class FaultState:
         if fired:
             self.fired.append(("ws", f"drop at {now_ms}"))
         return fired
+
+    # -- algo orders (asked by the engine; see FaultPlan "Algo") --------------------------
+    def algo_latency_ms(self, default: int) -> int:
+        """Trigger latency (sim ms): the plan's when it sets one, else ``default``."""
+        v = self.plan.algo_latency_ms
+        return default if v is None else v
+
+    def algo_lag_ms(self, algo_id: int) -> int:
+        """How long (sim ms) the algo order just accepted stays invisible (0: not at all)."""
+        p = self.plan
+        if not p.algo_invisible_ms or not (p.algo_invisible_rate >= 1.0 or
+                                           self.rng.random() < p.algo_invisible_rate):
+            return 0
+        self.fired.append(("algo", f"invisible {p.algo_invisible_ms} ms algoId={algo_id}"))
+        return p.algo_invisible_ms
+
+    def algo_take(self, kind: str, algo_id: int) -> bool:
+        """True (and counts down) when the next-N fault ``kind`` ("reject", "expire", "stuck",
+        "fill_delay") applies to algo order ``algo_id``."""
+        if self.algo_next.get(kind, 0) <= 0:
+            return False
+        self.algo_next[kind] -= 1
+        self.fired.append(("algo", f"{kind} algoId={algo_id}"))
+        return True

@@ -1,16 +1,23 @@
 """The simulated exchange's own symbol table (``exchangeInfo`` filters).
 
-Deliberately independent of :mod:`pocklib.rules`: the simulator is the exchange, so a client
-that misreads the filters must be caught by it, not agree with it. BTCUSDT and ETHUSDT carry
-production-like numbers (Binance USD-M, 2025); any other symbol gets generic filters derived
-from its price level (about five significant digits of price, a $5 minimum notional).
+Deliberately independent of :mod:`pocklib.rules` and :mod:`pocklib.symbols`: the simulator is the
+exchange, so a client that misreads the filters must be caught by it, not agree with it; it reads
+the USD-M snapshot file (``data/exchange_info/usdm.json``) itself. BTCUSDT and ETHUSDT carry
+production-like numbers (Binance USD-M, 2025); a symbol of the snapshot is served exactly as
+recorded there (filters and the whole ``symbols[]`` entry); any other symbol gets generic
+filters derived from its price level (about five significant digits of price, a $5 minimum
+notional).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 
@@ -41,6 +48,8 @@ class SymbolFilters:
     multiplier_up: str = "1.0500"
     multiplier_down: str = "0.9500"
     multiplier_decimal: str = "4"
+    #: The recorded ``exchangeInfo`` entry this came from (served as is), None for built-in ones.
+    recorded: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def tick_d(self) -> Decimal:
@@ -52,6 +61,8 @@ class SymbolFilters:
 
     def exchange_info(self) -> dict[str, Any]:
         """The ``symbols[]`` entry of ``/fapi/v1/exchangeInfo`` (wire notes §2.1, §7.3)."""
+        if self.recorded is not None:
+            return copy.deepcopy(dict(self.recorded))
         return {
             "symbol": self.symbol,
             "pair": self.symbol,
@@ -113,10 +124,70 @@ def _pow10(e: int) -> str:
     return format(Decimal(1).scaleb(e), "f")
 
 
-def filters_for(symbol: str, ref_price: float) -> SymbolFilters:
-    """Filters for ``symbol``: the known table, else generic ones from a reference price (USD)."""
+_listed_cache: dict[Path, tuple[float, dict[str, dict[str, Any]]]] = {}
+
+
+def snapshot_file() -> Path:
+    """``<data>/exchange_info/usdm.json``, the USD-M symbol snapshot (data folder shared with the
+    candle loading), else the one shipped in the repository's ``data/``."""
+    from pocklib.history.cache import data_dir  # the data folder is shared with the candle loading
+
+    p = data_dir() / "exchange_info" / "usdm.json"
+    return p if p.exists() else Path(__file__).resolve().parents[2] / "data" / "exchange_info" / "usdm.json"
+
+
+def listed_symbols(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """``exchangeInfo`` entries by symbol from the snapshot file; {} when it is missing or unreadable
+    (the simulator then serves generic filters)."""
+    p = Path(path) if path is not None else snapshot_file()
+    try:
+        mtime = p.stat().st_mtime
+        hit = _listed_cache.get(p)
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        doc = json.loads(p.read_text())
+        entries = {str(e["symbol"]): e for e in doc["symbols"] if isinstance(e, dict)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    _listed_cache[p] = (mtime, entries)
+    return entries
+
+
+def _decimals(x: str) -> int:
+    exp = Decimal(x).normalize().as_tuple().exponent
+    return max(0, -exp) if isinstance(exp, int) else 0
+
+
+def from_exchange_info(entry: Mapping[str, Any]) -> SymbolFilters:
+    """The filters of one recorded ``exchangeInfo`` entry; the entry itself is served as is."""
+    f = {str(x.get("filterType")): x for x in entry.get("filters", [])}
+    price, lot = f["PRICE_FILTER"], f["LOT_SIZE"]
+    market = f.get("MARKET_LOT_SIZE", lot)
+    pct = f.get("PERCENT_PRICE", {})
+    step = str(lot["stepSize"])
+    return SymbolFilters(
+        str(entry["symbol"]), str(entry.get("baseAsset", str(entry["symbol"])[:-4])),
+        tick=str(price["tickSize"]), min_price=str(price["minPrice"]), max_price=str(price["maxPrice"]),
+        step=step, min_qty=str(lot["minQty"]), max_qty=str(lot["maxQty"]),
+        market_step=str(market["stepSize"]), market_min_qty=str(market["minQty"]),
+        market_max_qty=str(market["maxQty"]), min_notional=str(f["MIN_NOTIONAL"]["notional"]),
+        price_precision=int(entry.get("pricePrecision", _decimals(str(price["tickSize"])))),
+        quantity_precision=int(entry.get("quantityPrecision", _decimals(step))),
+        onboard_ms=int(entry.get("onboardDate", 1569398400000)),
+        multiplier_up=str(pct.get("multiplierUp", "1.0500")),
+        multiplier_down=str(pct.get("multiplierDown", "0.9500")),
+        multiplier_decimal=str(pct.get("multiplierDecimal", "4")), recorded=entry)
+
+
+def filters_for(symbol: str, ref_price: float,
+                listed: Mapping[str, Mapping[str, Any]] | None = None) -> SymbolFilters:
+    """Filters for ``symbol``: the known table, else its ``listed`` entry (default: the USD-M
+    snapshot), else generic ones from a reference price (USD)."""
     if symbol in KNOWN:
         return KNOWN[symbol]
+    entry = (listed_symbols() if listed is None else listed).get(symbol)
+    if entry is not None:
+        return from_exchange_info(entry)
     p = ref_price if ref_price > 0 and math.isfinite(ref_price) else 1.0
     tick_e = math.floor(math.log10(p)) - 4
     step_e = min(3, max(-6, math.floor(math.log10(5.0 / p))))

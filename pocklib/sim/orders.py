@@ -43,7 +43,18 @@ class Order:
 
 @dataclass
 class AlgoOrder:
-    """A conditional order (/fapi/v1/algoOrder). ``qty`` is None for closePosition."""
+    """A conditional order (/fapi/v1/algoOrder). ``qty`` is None for closePosition.
+
+    Lifecycle (Binance's ``algoStatus``): NEW -> TRIGGERING (condition met, on its way to the
+    matching engine) -> TRIGGERED (its MARKET order, ``actual_order_id``, is in the matching
+    engine) -> FINISHED (that order filled or was cancelled there); or CANCELED (by the user),
+    REJECTED (refused by the matching engine: ``reason``), EXPIRED (cancelled by the system).
+    ``ref_price``: USD the MARKET order would execute at (the crossing price, then the price
+    the market moved to before it got there). ``due_ms``: exchange ms of the next scheduled
+    step (0: none). ``visible_ms``: before this exchange ms the query/cancel endpoints do not
+    see the order (consistency-lag fault). ``good_till``: ``goodTillDate`` ms of a GTD order.
+    ``stuck``: fault, it never leaves TRIGGERING.
+    """
 
     algo_id: int
     client_algo_id: str
@@ -64,6 +75,12 @@ class AlgoOrder:
     actual_order_id: int | None = None
     actual_price: Decimal = ZERO
     actual_qty: Decimal = ZERO
+    ref_price: Decimal = ZERO
+    due_ms: int = 0
+    visible_ms: int = 0
+    good_till: int = 0
+    reason: str = ""
+    stuck: bool = False
 
     @property
     def fires_up(self) -> bool:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from pocklib.sim.engine import Engine
+from pocklib.sim.mark import break_even_price, liquidation_price, maint_margin
 from pocklib.sim.money import ZERO, fmt
 from pocklib.sim.orders import AlgoOrder, Fill, Order
 
@@ -105,13 +106,14 @@ def _position_numbers(e: Engine, s: str) -> dict[str, Any]:
     """Position ``s`` in numbers: amounts base asset, prices and money USD (Decimal), leverage
     and update time int."""
     pos = e.positions[s]
-    mark = e.price(s)
+    mark = e.mark(s)
     amt = pos.amt
     lev = e.leverage[s]
     notional = amt * mark
     return {"amt": amt, "entry": pos.entry_price, "mark": mark, "upnl": pos.unrealized(mark),
             "notional": notional, "im": abs(notional) / lev, "lev": lev,
-            "oim": e.order_margin(s), "mm": abs(notional) * Decimal("0.004"),
+            "oim": e.order_margin(s), "mm": maint_margin(s, abs(notional)),
+            "be": break_even_price(pos, e.fee_rate), "liq": liquidation_price(e, s),
             "update": pos.update_time}
 
 
@@ -123,9 +125,10 @@ def position_v3(e: Engine, s: str) -> JSON:
     n = _position_numbers(e, s)
     return {
         "symbol": s, "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]),
-        "entryPrice": fmt(n["entry"], 8), "breakEvenPrice": fmt(n["entry"], 8),
+        "entryPrice": fmt(n["entry"], 8), "breakEvenPrice": fmt(n["be"], 8),
         "markPrice": fmt(n["mark"], 8), "unRealizedProfit": fmt(n["upnl"]),
-        "liquidationPrice": "0", "isolatedMargin": "0", "notional": fmt(n["notional"]),
+        "liquidationPrice": fmt(n["liq"], 8) if n["liq"] else "0", "isolatedMargin": "0",
+        "notional": fmt(n["notional"]),
         "marginAsset": "USDT", "isolatedWallet": "0", "initialMargin": fmt(n["im"] + n["oim"]),
         "maintMargin": fmt(n["mm"]), "positionInitialMargin": fmt(n["im"]),
         "openOrderInitialMargin": fmt(n["oim"]), "adl": 0, "bidNotional": "0",
@@ -137,13 +140,13 @@ def position_v2(e: Engine, s: str) -> JSON:
     n = _position_numbers(e, s)
     return {
         "symbol": s, "positionAmt": _q(e, s, n["amt"]), "entryPrice": fmt(n["entry"], 8),
-        "breakEvenPrice": fmt(n["entry"], 8), "markPrice": fmt(n["mark"], 8),
-        "unRealizedProfit": fmt(n["upnl"]), "liquidationPrice": "0",
+        "breakEvenPrice": fmt(n["be"], 8), "markPrice": fmt(n["mark"], 8),
+        "unRealizedProfit": fmt(n["upnl"]),
+        "liquidationPrice": fmt(n["liq"], 8) if n["liq"] else "0",
         "leverage": str(n["lev"]), "maxNotionalValue": MAX_NOTIONAL, "marginType": "cross",
         "isolatedMargin": "0.00000000", "isAutoAddMargin": "false", "positionSide": "BOTH",
         "notional": fmt(n["notional"]), "isolatedWallet": "0", "updateTime": n["update"],
-        "isolated": False, "adlQuantile": 0,
-    }
+    }   # the keys of Binance's v2 example (docs "Position Information V2"; no isolated/adlQuantile)
 
 
 def _totals(e: Engine) -> dict[str, Decimal]:
@@ -151,7 +154,7 @@ def _totals(e: Engine) -> dict[str, Decimal]:
     upnl = e.unrealized()
     im = sum((e.position_margin(s) for s in e.filters), ZERO)
     oim = sum((e.order_margin(s) for s in e.filters), ZERO)
-    mm = sum((abs(e.positions[s].amt) * e.price(s) * Decimal("0.004") for s in e.filters), ZERO)
+    mm = sum((maint_margin(s, abs(e.positions[s].amt) * e.mark(s)) for s in e.filters), ZERO)
     avail = e.available()
     return {"wallet": e.wallet, "upnl": upnl, "margin": e.wallet + upnl, "im": im, "oim": oim,
             "mm": mm, "avail": avail, "maxw": max(ZERO, min(e.wallet, avail))}
@@ -177,7 +180,9 @@ def account(e: Engine, now: int, version: int) -> JSON:
         "maxWithdrawAmount": fmt(t["maxw"]),
     }
     if version == 3:
-        return {**totals, "assets": [asset], "positions": _account_positions_v3(e)}
+        # v3's assets have no marginAvailable (docs "Account Information V3"; ccxt's 2024 recording)
+        v3_asset = {k: v for k, v in asset.items() if k != "marginAvailable"}
+        return {**totals, "assets": [v3_asset], "positions": _account_positions_v3(e)}
     return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
             "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False,
             "tradeGroupId": -1, **totals, "assets": [asset], "positions": _account_positions_v2(e)}
@@ -208,11 +213,9 @@ def _account_positions_v2(e: Engine) -> list[JSON]:
             "symbol": s, "initialMargin": fmt(n["im"] + n["oim"]), "maintMargin": fmt(n["mm"]),
             "unrealizedProfit": fmt(n["upnl"]), "positionInitialMargin": fmt(n["im"]),
             "openOrderInitialMargin": fmt(n["oim"]), "leverage": str(n["lev"]),
-            "isolated": False, "entryPrice": fmt(n["entry"], 8),
-            "breakEvenPrice": fmt(n["entry"], 8), "maxNotional": MAX_NOTIONAL,
-            "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]),
-            "notional": fmt(n["notional"]), "isolatedWallet": "0", "updateTime": n["update"],
-            "bidNotional": "0", "askNotional": "0"})
+            "isolated": False, "entryPrice": fmt(n["entry"], 8), "maxNotional": MAX_NOTIONAL,
+            "positionSide": "BOTH", "positionAmt": _q(e, s, n["amt"]), "updateTime": n["update"],
+            "bidNotional": "0", "askNotional": "0"})   # docs "Account Information V2" keys
     return positions
 
 
@@ -240,11 +243,14 @@ def snapshot(e: Engine) -> JSON:
         "wallet_balance": e.wallet,
         "realized_pnl": e.realized,
         "fees": e.fees,
+        "funding": e.funding,
         "unrealized_pnl": e.unrealized(),
         "positions": {s: {"qty": p.amt, "entry_price": p.entry_price,
-                          "unrealized_pnl": p.unrealized(e.price(s)), "mark_price": e.price(s),
-                          "leverage": e.leverage[s]}
+                          "unrealized_pnl": p.unrealized(e.mark(s)), "mark_price": e.mark(s),
+                          "last_price": e.price(s), "leverage": e.leverage[s]}
                       for s, p in e.positions.items()},
+        "income": [{"symbol": r.symbol, "incomeType": r.income_type, "income": r.amount, "time": r.time,
+                    "tranId": r.tran_id} for r in e.income],
         "open_orders": [order_json(e, o) for o in e.open_orders(None)],
         "algo_orders": [algo_json(e, a, query=True) for a in e.algos.values()],
         "open_algo_orders": [algo_json(e, a, query=True) for a in e.open_algos(None)],

@@ -6,9 +6,10 @@ from functools import partial
 from typing import Any
 
 from pocklib.sim.api_errors import ApiError, Params, int_param, missing
-from pocklib.sim.market import INTERVALS_MS, KlineRow, Market
+from pocklib.sim.market import KLINE_INTERVALS, KlineRow, Market
 from pocklib.sim.rest import Now, Route
 from pocklib.sim.simclock import SimClock
+from pocklib.sim.tickers import ticker_routes
 
 RATE_LIMITS = [
     {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
@@ -37,8 +38,12 @@ def exchange_info(market: Market, clock: SimClock, p: Params) -> dict[str, Any]:
     }
 
 
-def _kline_series(market: Market, p: Params) -> str:
-    """The ``symbol`` of a klines request, after checking it and ``interval``."""
+def _kline_series(market: Market, p: Params) -> tuple[str, str]:
+    """(symbol, interval) of a klines request, after checking both.
+
+    An interval Binance does not know, and one this market cannot build from its data (finer
+    than the data's, or ``3d``), both get Binance's -1120 "Invalid interval." (the second with
+    a note saying what is served)."""
     sym = p.get("symbol")
     if not sym:
         raise missing("symbol")
@@ -47,17 +52,18 @@ def _kline_series(market: Market, p: Params) -> str:
         raise missing("interval")
     if sym.upper() != sym or sym not in market.data:
         raise ApiError(400, -1121, "Invalid symbol.")
-    if iv not in INTERVALS_MS and iv != "1M":
+    if iv not in KLINE_INTERVALS:
         raise ApiError(400, -1120, "Invalid interval.")
-    if iv != market.interval:
-        raise ApiError(400, -1120, f"Invalid interval. (this simulator replays "
-                       f"{market.interval} candles only)")
-    return sym
+    if iv not in market.intervals:
+        raise ApiError(400, -1120, f"Invalid interval. (the simulator's data has {market.interval} "
+                       f"candles; it serves {' '.join(market.intervals)})")
+    return sym, iv
 
 
 def klines(market: Market, now: Now, p: Params) -> list[KlineRow]:
-    """GET /fapi/v1/klines: candles opened by now, the forming one with its partial state."""
-    sym = _kline_series(market, p)
+    """GET /fapi/v1/klines: candles opened by now, the forming one with its partial state; any
+    interval of ``market.intervals`` (coarser ones aggregated from the data's candles)."""
+    sym, iv = _kline_series(market, p)
     limit = int_param(p, "limit")
     limit = 500 if limit is None else limit
     if not 1 <= limit <= 1500:
@@ -65,7 +71,7 @@ def klines(market: Market, now: Now, p: Params) -> list[KlineRow]:
     start, end = int_param(p, "startTime"), int_param(p, "endTime")
     if start is not None and end is not None and start > end:
         raise ApiError(400, -1023, "Start time is greater than end time.")
-    return market.klines(sym, now(), start, end, limit)
+    return market.klines(sym, now(), start, end, limit, iv)
 
 
 def kline_weight(p: Params) -> int:
@@ -85,4 +91,5 @@ def public_routes(market: Market, clock: SimClock, now: Now) -> dict[str, dict[s
         "/fapi/v1/time": {"GET": Route(partial(server_time, clock))},
         "/fapi/v1/exchangeInfo": {"GET": Route(partial(exchange_info, market, clock))},
         "/fapi/v1/klines": {"GET": Route(partial(klines, market, now), kline_weight)},
+        **ticker_routes(market, now),   # ticker/24hr, ticker/price (v1, v2)
     }

@@ -35,12 +35,14 @@ AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True)
 class Route:
     """One REST endpoint: its function, request weight (fixed or from the parameters), whether
-    it is signed and whether it counts as an order."""
+    it is signed, whether it needs only the API key (``keyed``: Binance's USER_STREAM and
+    MARKET_DATA security, header without signature) and whether it counts as an order."""
 
     fn: Endpoint
     weight: int | Callable[[Params], int] = 1
     signed: bool = False
     order: bool = False
+    keyed: bool = False
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -66,6 +68,8 @@ async def _fault_answer(faults: FaultState, fault: str | None) -> web.Response |
         return error_response(429, -1003, "Too many requests; current limit is 2400 requests per "
                               "minute. Please use the websocket for live updates to avoid polling "
                               "the API.", {"Retry-After": ra})
+    if fault == "reject":
+        return error_response(400, faults.plan.reject_code, faults.plan.reject_msg)
     if fault == "503":
         return error_response(503, -1001, "Service Unavailable.")
     if fault == "timeout":
@@ -90,6 +94,8 @@ def _serve(core: SimCore, route: Route, key: str | None, query: str, body: str) 
         if route.signed:
             core.auth.check(key, query, body, params)
             params.pop("signature", None)
+        elif route.keyed:
+            core.auth._check_key(key)   # USER_STREAM security: the API key alone, no signature
         result = route.fn(params)
         if route.order:
             c10, c1m = core.meter.add_order()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import Any, TypeVar
@@ -14,12 +14,15 @@ import pandas as pd
 from aiohttp import web
 
 from pocklib.sim.core import SimCore
-from pocklib.sim.engine import Engine
+from pocklib.sim.engine import DEFAULT_ALGO_LATENCY_MS, Engine
 from pocklib.sim.faults import FaultPlan
+from pocklib.sim.funding import FundingRates, MarkPriceFeed
+from pocklib.sim.mark import MarkModel
 from pocklib.sim.market import Market
 from pocklib.sim.payloads import snapshot
 from pocklib.sim.server import build_app
 from pocklib.sim.simclock import SimClock
+from pocklib.sim.userdata import UserStreams
 
 T = TypeVar("T")
 
@@ -28,7 +31,10 @@ class Simulator:
     """A local Binance USD-M futures exchange fed by candle frames.
 
     ``frames``: symbol -> canonical candle frame (pocklib.history layout). ``interval``: their
-    candle interval. ``speed``: sim seconds per wall second (0 = as fast as the clients read).
+    candle interval (klines and kline streams of every coarser interval are served too,
+    aggregated from them). ``listed``: ``exchangeInfo`` entries by symbol, served with their filters
+    (default: the USD-M snapshot ``data/exchange_info/usdm.json``; other symbols get generic
+    filters). ``speed``: sim seconds per wall second (0 = as fast as the clients read).
     ``start``: open time (ms or Timestamp) of the first streamed candle (default: row 200 of the
     first frame; earlier rows are the past served by /klines). ``balance``: USDT wallet (USD).
     ``fee_rate``: taker fee (fraction of notional). ``slippage``: fraction of price against the
@@ -37,7 +43,16 @@ class Simulator:
     default, because an accelerated replay legitimately packs hours of calls into a minute;
     Binance's own limit is 2400). ``strict_time``: signed requests must carry the simulated
     clock (as on Binance); by default the machine clock is accepted too, so a plain client that
-    never synchronises works at any replay speed.
+    never synchronises works at any replay speed. ``dual_side_position``: the account starts in
+    hedge mode (``GET /fapi/v1/positionSide/dual`` says true; orders are refused with -4061 until
+    a client switches back to one-way mode), for tests of clients that must notice it.
+    ``algo_latency_ms``: sim ms from an algo order's trigger (TRIGGERING) to its MARKET order in
+    the matching engine (TRIGGERED); default 300 (see docs/wire/algo-orders.md).
+    ``mark_basis`` (fraction, default 0: mark = last price) and ``mark_seed``: the mark price's
+    seeded basis (:class:`pocklib.sim.mark.MarkModel`). ``funding_rate``: the rate (fraction per
+    8 h) settled at 00/08/16 UTC where the data carries none (a frame's ``funding_rate`` column
+    does); ``funding_rates``: symbol -> rate or ``pandas.Series`` of rates, over both
+    (:class:`pocklib.sim.funding.FundingRates`).
 
     >>> with Simulator(frames, speed=0) as sim:      # doctest: +SKIP
     ...     client.FUTURES_TESTNET_URL = sim.base_url + "/fapi"
@@ -48,14 +63,24 @@ class Simulator:
                  api_key: str = "test-key", api_secret: str = "test-secret",
                  balance: float = 10_000.0, fee_rate: float = 0.0005, slippage: float = 0.0,
                  updates_per_candle: int = 4, faults: FaultPlan | None = None,
-                 port: int = 0, weight_limit: int | None = None, strict_time: bool = False) -> None:
+                 port: int = 0, weight_limit: int | None = None, strict_time: bool = False,
+                 dual_side_position: bool = False, algo_latency_ms: int = DEFAULT_ALGO_LATENCY_MS,
+                 listed: Mapping[str, Mapping[str, Any]] | None = None, mark_basis: float = 0.0,
+                 mark_seed: int = 0, funding_rate: float = 0.0001,
+                 funding_rates: Mapping[str, Any] | None = None) -> None:
         if not api_key or not api_secret:
             raise ValueError("api_key, api_secret: non-empty strings required")
-        self.market = Market(frames, interval, updates_per_candle, start)
+        self.market = Market(frames, interval, updates_per_candle, start, listed=listed)
         self.clock = SimClock(self.market.start_ms, self.market.end_ms, speed)
         filters = {s: d.filters for s, d in self.market.data.items()}
         prices = {s: self.market.initial_price(s) for s in self.market.symbols}
-        self.engine = Engine(filters, prices, str(balance), str(fee_rate), str(slippage))
+        rates = FundingRates(funding_rate, funding_rates, frames)
+        self.engine = Engine(filters, prices, str(balance), str(fee_rate), str(slippage),
+                             algo_latency_ms=algo_latency_ms, marks=MarkModel(mark_basis, mark_seed),
+                             funding_rates=rates)
+        self.engine.funding_first_ms = rates.first_ms
+        self._mark_feed: MarkPriceFeed | None = None
+        self.engine.dual_side = dual_side_position  # hedge mode: every order is refused (-4061)
         self._core = SimCore(self.market, self.clock, self.engine, api_key, api_secret, faults,
                              weight_limit, strict_time)
         self._port = port
@@ -107,6 +132,9 @@ class Simulator:
         core = self._core
         replay = core.new_replay()
         replay.on_done.append(self._done.set)
+        if self._mark_feed is not None:   # a restart: the old hub is gone
+            core.engine.mark_listeners.remove(self._mark_feed.on_price)
+        self._mark_feed = MarkPriceFeed(core.engine, core.hub)
         app = build_app(core)
         # Short shutdown: a request held by a "timeout" fault must not hold up stop().
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -188,13 +216,31 @@ class Simulator:
         return self._core.faults.plan
 
     @property
+    def user_streams(self) -> UserStreams:
+        """The user-data side (listenKey, counters ``keys_made``/``expired``/``cut``/``sent``);
+        read it, or call the two faults below, once the simulator is started."""
+        user = self._core.hub.user
+        if user is None:
+            raise RuntimeError("the simulator is not started: no user-data stream yet")
+        return user
+
+    def drop_user_streams(self) -> int:
+        """Fault: close every connection carrying user data now; returns how many."""
+        return self._call(self.user_streams.drop)
+
+    def expire_listen_key(self) -> None:
+        """Fault: expire the active listenKey now (listenKeyExpired is pushed at once)."""
+        self._call(self.user_streams.expire_now)
+
+    @property
     def fault_log(self) -> list[tuple[str, str]]:
         """Faults fired so far: (kind, detail)."""
         return list(self._core.faults.fired)
 
     def account(self) -> dict[str, Any]:
-        """Exact account snapshot (Decimals): wallet_balance, realized_pnl, fees, unrealized_pnl,
-        positions, open_orders, algo_orders, orders, fills, rejections."""
+        """Exact account snapshot (Decimals): wallet_balance, realized_pnl, fees, funding,
+        unrealized_pnl, positions (mark and last price), income (FUNDING_FEE rows), open_orders,
+        algo_orders, orders, fills, rejections."""
         def snap() -> dict[str, Any]:
             if self._thread is not None:
                 self._core.now()
