@@ -2,13 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -20,7 +20,8 @@
 # the fill price; fees on every fill. The conventions (fill price, stop before target, gaps) are
 # those of `pocklib.rules` — the dry run and the live session follow the same ones.
 #
-# Run headless: `papermill notebooks/backtest.ipynb out.ipynb -k python3 -p fast 12 -p slow 26`;
+# Open it in JupyterLab (`jupyter lab`, then run all cells) for the sliders, or run it headless:
+# `papermill notebooks/backtest.ipynb out/backtest.ipynb -k python3 -p fast 12 -p slow 26`;
 # on pulled history: `-p data futures -p start 2025-01-01 -p end 2025-02-01` (cache of
 # `python -m pocklib pull`). Unknown parameter names are rejected.
 # The default `data="sample"` is **synthetic** data shipped with pocklib (not Binance prices).
@@ -63,47 +64,56 @@ if _unknown:
     raise ValueError(f"unknown parameter(s) {_unknown}; known: {list(_PARAMETERS)}")
 
 import json
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
 import pandas as pd
-import plotly.io as pio
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
+from tqdm.auto import tqdm
 
-from pocklib import backtest, charts, history
+from pocklib import backtest, charts, history, offline
+from pocklib.paths import resolve_out
 from pocklib.rules import Rules
 
-pio.renderers.default = "plotly_mimetype"  # figure JSON only, no plotly.js bundle in the notebook
-
+offline.setup_notebook()  # plotly.js once, so charts show in exported HTML too (no CDN)
+out_dir = resolve_out(out_dir)  # relative to the project root: same place from Lab and papermill
 rules = Rules.from_params(symbols=symbols, interval=interval, fast=fast, slow=slow, capital=capital,
                           position_usd=position_usd, stop_loss_pct=stop_loss_pct,
                           take_profit_pct=take_profit_pct, fee_rate=fee_rate, fill=fill,
                           target_usd=target_usd, max_loss_usd=max_loss_usd, hours=hours)
-pd.Series(rules.to_dict())
-
-# %% [markdown]
-# ## Candles and gaps
-# Missing candles are not filled: the MAs run over the candles that exist, so a crossing may
-# span a gap.
 
 # %%
 frames = history.load_frames(data, rules.symbols, interval=interval, start=start, end=end)
 synthetic = any(f.attrs.get("synthetic", False) for f in frames.values())
+charts.synthetic_labels(synthetic)  # every chart made below carries the SYNTHETIC watermark
 if synthetic:
-    display(Markdown("**SYNTHETIC sample data** — made-up candles for running the notebook offline; "
+    display(Markdown(f"**{charts.SYNTHETIC}**: made-up candles for running the notebook offline; "
                      "do not draw trading conclusions from them."))
-summary = pd.DataFrame({s: {"candles": len(f), "first": f.index[0], "last": f.index[-1]} for s, f in frames.items()}).T
-display(summary)
-gap_report = pd.concat({s: history.gaps(f, interval) for s, f in frames.items()}, names=["symbol", "#"])
-gap_report
+_note = display(Markdown("Running the backtest… (the first run in a fresh kernel compiles numba code: "
+                         "allow ~10–25 s)"), display_id=True)
+_t0 = time.perf_counter()
+result = backtest.run(frames, rules)
+_note.update(Markdown(f"Backtest done in {time.perf_counter() - _t0:.1f} s."))
+display(HTML(charts.headline_html(result.stats["combined"], rules.capital, synthetic,
+                                  title=f"Backtest {', '.join(rules.symbols)} {interval}, SMA {rules.fast}/{rules.slow}, "
+                                        f"{next(iter(frames.values())).index[0]:%Y-%m-%d} to "
+                                        f"{next(iter(frames.values())).index[-1]:%Y-%m-%d}")))
 
 # %% [markdown]
-# ## Run
+# ## Stats
+# USD after fees; return and drawdown in % of the capital / of the equity peak; win rate = share of
+# trades with P&L > 0. Each symbol trades its own `capital`; "combined" adds their P&L on one
+# capital.
 
 # %%
-result = backtest.run(frames, rules)
-stats = backtest.stats_table(result)
-stats
+charts.styled(charts.format_stats(backtest.stats_table(result)), "Backtest stats", synthetic)
+
+# %% [markdown]
+# ## Price, MAs and every trade
+# The whole period; drag the range slider under a chart (or pick 1d / 1w) to zoom. Long periods
+# are drawn as longer candles to keep the notebook small; the MAs and trades are those of the
+# strategy's own candles.
 
 # %%
 for s in rules.symbols:
@@ -113,19 +123,32 @@ for s in rules.symbols:
 charts.equity_figure(result.equity, rules.capital, synthetic=synthetic).show()
 
 # %%
-result.trades
+_tr = result.trades
+charts.styled(_tr.tail(25).reset_index(drop=True), f"Last 25 of {len(_tr)} trades (all in trades.csv); USD",
+              synthetic).format({"entry_price": "{:,.2f}", "exit_price": "{:,.2f}", "qty": "{:g}",
+                                 "fees": "{:.4f}", "pnl": "{:+.4f}"})
+
+# %% [markdown]
+# ## Candles and gaps
+# Missing candles are not filled: the MAs run over the candles that exist, so a crossing may
+# span a gap.
+
+# %%
+summary = pd.DataFrame({s: {"candles": len(f), "first": f.index[0], "last": f.index[-1]} for s, f in frames.items()}).T
+display(charts.styled(summary, "Candles per symbol (UTC)", synthetic))
+gap_report = pd.concat({s: history.gaps(f, interval) for s, f in frames.items()}, names=["symbol", "#"])
+charts.styled(gap_report, f"{len(gap_report)} gaps (missing candles)", synthetic)
 
 # %% [markdown]
 # ## Try other windows
-# Move the sliders to re-run the backtest of one symbol (interactive sessions only; a headless
-# run just builds the controls).
+# Move a slider (the chart redraws when you let go) to re-run the backtest of one symbol. Needs a
+# live kernel (JupyterLab); an exported copy shows the first result only.
 
 # %%
-from pocklib.sweep import show_in
-
 _w_symbol = widgets.Dropdown(options=list(rules.symbols), description="symbol")
-_w_fast = widgets.IntSlider(value=rules.fast, min=2, max=50, description="fast")
-_w_slow = widgets.IntSlider(value=rules.slow, min=3, max=200, description="slow")
+_w_fast = widgets.IntSlider(value=rules.fast, min=2, max=50, description="fast", continuous_update=False)
+_w_slow = widgets.IntSlider(value=rules.slow, min=3, max=200, description="slow", continuous_update=False)
+_w_status = widgets.HTML()
 _w_out = widgets.Output()
 
 
@@ -136,37 +159,49 @@ def _rerun(symbol, fast_window, slow_window):
     r = rules.with_(fast=fast_window, slow=slow_window)
     res = backtest.run({symbol: frames[symbol]}, r)
     st = res.stats[symbol]
-    return (f"{symbol} SMA {r.fast}/{r.slow}: {st['trades']} trades, P&L {st['total_pnl']:+.2f} USD, "
-            f"max drawdown {st['max_drawdown_usd']:.2f} USD"), res
+    return (f"{symbol} SMA {r.fast}/{r.slow}: {st['trades']} trades, P&L {st['total_pnl']:+,.2f} USD, "
+            f"win rate {charts.fmt(st['win_rate'], 'frac')}, max drawdown {charts.fmt(st['max_drawdown_usd'], 'usd')}"
+            ), res
 
 
 def _redraw(_change=None):
-    # One widget-state update per redraw (show_in), not clear_output + `with _w_out:` (see
-    # docs/scheduling.md: that capture context is what made headless runs wait forever).
+    # Sliders fire on release only (continuous_update=False): one backtest per move, not one per
+    # step of a drag. One widget-state update per redraw (show_in), never clear_output + `with`
+    # (docs/scheduling.md: that capture context made headless runs wait forever).
+    from pocklib.sweep import show_in
+
+    _w_status.value = "<i>computing…</i>"
     summary, res = _rerun(_w_symbol.value, _w_fast.value, _w_slow.value)
-    figure = [] if res is None else [charts.price_figure(frames[_w_symbol.value], res.trades, _w_symbol.value,
-                                                         res.rules.fast, res.rules.slow, synthetic=synthetic)]
+    figure = [] if res is None else [offline.lab_only(charts.price_figure(
+        frames[_w_symbol.value], res.trades, _w_symbol.value, res.rules.fast, res.rules.slow, synthetic=synthetic))]
     show_in(_w_out, summary, *figure)
+    _w_status.value = ""
 
 
 for _w in (_w_symbol, _w_fast, _w_slow):
     _w.observe(_redraw, names="value")
-display(widgets.VBox([widgets.HBox([_w_symbol, _w_fast, _w_slow]), _w_out]))
+_redraw()  # the first result at once, before any slider is touched
+offline.widget_display(widgets.VBox([widgets.HBox([_w_symbol, _w_fast, _w_slow]), _w_status, _w_out]),
+                       "sliders (fast/slow window, symbol): open this notebook in JupyterLab to use them")
 
 # %% [markdown]
 # ## Parameter sweep
 # Every (fast, slow) pair backtested under the same rules and conventions as above (fees,
 # SL/TP, sizing, fill), in one compiled pass per symbol — the metrics equal
 # `backtest.run` for each pair (tested). The circle marks the session's pair. Pick the metric
-# (and symbol) in the dropdowns; a headless run shows the first symbol's heatmap.
+# (and symbol) in the dropdowns; an exported copy shows the first symbol's heatmap.
 
 # %%
 from pocklib import odds, sweep
 
-sweeps = {s: sweep.sweep(frames[s], rules, sweep_fast, sweep_slow, symbol=s) for s in rules.symbols}
-sweep.sweep_heatmap(sweeps[rules.symbols[0]], sweep_metric, mark=(rules.fast, rules.slow)).show()
-display(sweep.sweep_explorer(sweeps, mark=(rules.fast, rules.slow), metric=sweep_metric))
-pd.concat({s: r.best(sweep_metric, 5) for s, r in sweeps.items()}, names=["symbol"])
+sweeps = {s: sweep.sweep(frames[s], rules, sweep_fast, sweep_slow, symbol=s)
+          for s in tqdm(rules.symbols, desc="sweep (first run compiles)", unit="symbol")}
+charts.mark_synthetic(sweep.sweep_heatmap(sweeps[rules.symbols[0]], sweep_metric, mark=(rules.fast, rules.slow)),
+                      synthetic).show()
+offline.widget_display(sweep.sweep_explorer(sweeps, mark=(rules.fast, rules.slow), metric=sweep_metric),
+                       "heatmap explorer (metric, symbol): open this notebook in JupyterLab to use it")
+charts.styled(pd.concat({s: r.best(sweep_metric, 5) for s, r in sweeps.items()}, names=["symbol"]),
+              f"Best 5 pairs by {sweep_metric} per symbol", synthetic)
 
 # %%
 # The sweep's session pair equals the single backtest above (same rules, same candles).
@@ -183,10 +218,12 @@ for _s, _r in sweeps.items():
 # the history and run to its end; the MAs are warmed on the history before each start.
 
 # %%
-odds_result = odds.session_odds(frames, rules, every=odds_every)
-odds.odds_histogram(odds_result).show()
-display(odds.odds_table(odds_result))
-odds_result.by_hour
+with tqdm(total=1, desc="session odds (first run compiles)", unit="run") as _bar:
+    odds_result = odds.session_odds(frames, rules, every=odds_every)
+    _bar.update(1)
+charts.mark_synthetic(odds.odds_histogram(odds_result), synthetic).show()
+display(charts.styled(odds.odds_table(odds_result), "Session odds", synthetic))
+charts.styled(odds_result.by_hour, "Session odds by start hour (UTC)", synthetic)
 
 # %%
 odds_path = odds.write_odds_json(odds_result, out_dir)
@@ -201,6 +238,11 @@ assert abs(_odds["share_target"] + _odds["share_max_loss"] + _odds["share_time"]
 # %%
 paths = backtest.save(result, out_dir, data=data, synthetic=synthetic, interval=interval,
                       start=str(start) if start is not None else None, end=str(end) if end is not None else None)
+paths["charts"] = offline.write_html(
+    [charts.price_figure(frames[s], result.trades, s, rules.fast, rules.slow, synthetic=synthetic) for s in rules.symbols]
+    + [charts.equity_figure(result.equity, rules.capital, synthetic=synthetic)],
+    Path(out_dir) / "charts.html", title="Backtest" + (f" — {charts.SYNTHETIC}" if synthetic else ""),
+    intro_html=charts.headline_html(result.stats["combined"], rules.capital, synthetic))
 {k: str(v) for k, v in paths.items()}
 
 # %%

@@ -2,13 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -53,7 +53,10 @@ i_understand_real_money = False
 
 # %%
 # Validate every parameter before anything connects (unknown names too: papermill only warns).
-import pocklib.runner as _runner  # a private name: not taken for a parameter
+import pocklib.paths as _paths
+import pocklib.runner as _runner  # private names: not taken for parameters
+
+out_dir = _paths.resolve_out(out_dir)  # relative to the project root: the same folder from Lab and papermill
 
 params = _runner.notebook_params(globals(), _names_before_parameters)
 _plan = _runner.plan("paper", **params)
@@ -71,16 +74,32 @@ display(Markdown(_plan.headline()))
 from pocklib.dashboard import Dashboard
 from pocklib.runner import run_session
 
-dashboard = Dashboard(title=f"dry run on {venue} market data")
+_synthetic = any(f.attrs.get("synthetic", False) for f in (_plan.frames or {}).values())  # the sim on the sample
+dashboard = Dashboard(title=f"dry run on {venue} market data", synthetic=_synthetic)
 result = await run_session(broker="paper", dashboard=dashboard, **params)
 
 # %% [markdown]
 # ## Report
 
 # %%
-from pocklib import report
+from pocklib import offline, report
 
+offline.setup_notebook()  # plotly.js once: the charts also show in exported HTML (no CDN)
 report.show(result, result.rules, title=f"Dry run on {venue} market data (paper fills)")
+report.write_images(out_dir, result, result.rules)  # PNGs for report.md (needs kaleido + Chromium)
+
+# %% [markdown]
+# ## The session against its backtest
+
+# %%
+# The session against its backtest on the same candles, trade by trade, and the difference by
+# cause (also the last section of report.md; later: python -m pocklib diff OUT_DIR)
+from IPython.display import Markdown, display
+
+from pocklib.diff import session_diff
+
+against_backtest = session_diff(out_dir)
+display(Markdown(against_backtest.markdown()))
 
 # %%
 # What must hold after any dry run: every paper position closed, artifacts written.

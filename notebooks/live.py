@@ -2,13 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -28,6 +28,7 @@
 #   **testnet** (default), keys from `BINANCE_TESTNET_API_KEY` / `BINANCE_TESTNET_API_SECRET`.
 # * `-p venue demo` — Binance Demo Trading (`BINANCE_DEMO_API_KEY` / `_SECRET`).
 # * `-p venue sim -p hours 4 -p speed 480` — the local simulator on `data`, offline, ~30 s.
+# * The preflight below proves the venue first (no order sent); a red line stops the notebook.
 # * `-p venue live` trades **real money** and is refused unless `-p i_understand_real_money True`
 #   **and** the environment variable `POCKLIB_ALLOW_LIVE=1` are both given.
 #
@@ -62,17 +63,39 @@ max_loss_usd = 15.0
 session_id = ""
 i_understand_real_money = False
 on_existing = "refuse"
+preflight = True
 
 # %%
 # Validate every parameter before anything connects (unknown names too: papermill only warns).
-import pocklib.runner as _runner  # a private name: not taken for a parameter
+import pocklib.paths as _paths
+import pocklib.runner as _runner  # private names: not taken for parameters
 
-params = _runner.notebook_params(globals(), _names_before_parameters)
+out_dir = _paths.resolve_out(out_dir)  # relative to the project root: the same folder from Lab and papermill
+
+params = _runner.notebook_params(globals(), _names_before_parameters, options=("preflight",))
 _plan = _runner.plan("binance", **params)
 
 from IPython.display import Markdown, display
 
 display(Markdown(_plan.headline()))
+
+# %% [markdown]
+# ## Preflight
+# Before any order, the venue is proved: clock, keys and futures permission, one-way position
+# mode, margin type and leverage 1 on each symbol (set if allowed), the symbol filters against
+# `position_usd`, balance >= `capital`, nothing open on the session's symbols (or what
+# `on_existing` does with it), the entry on `POST /fapi/v1/order/test`, the kline and user-data
+# streams delivering, and rate-limit headroom. **No order is sent, on `live` neither**: Binance
+# validates a test order without passing it to its matching engine. A red line stops here and the
+# session does not start (`-p preflight False` skips this; not advised).
+
+# %%
+from pocklib import preflight as _preflight_checks
+
+_preflight = await _preflight_checks.for_notebook(_plan, preflight)
+if _preflight is not None:
+    display(_preflight)  # the table, green or red per line with the reason
+    _preflight.raise_if_red()
 
 # %% [markdown]
 # ## Session
@@ -83,16 +106,32 @@ display(Markdown(_plan.headline()))
 from pocklib.dashboard import Dashboard
 from pocklib.runner import run_session
 
-dashboard = Dashboard(title=f"live session on {venue}")
-result = await run_session(broker="binance", dashboard=dashboard, **params)
+_synthetic = any(f.attrs.get("synthetic", False) for f in (_plan.frames or {}).values())  # the sim on the sample
+dashboard = Dashboard(title=f"live session on {venue}", synthetic=_synthetic)
+result = await run_session(broker="binance", dashboard=dashboard, preflight=_preflight or False, **params)
 
 # %% [markdown]
 # ## Report
 
 # %%
-from pocklib import report
+from pocklib import offline, report
 
+offline.setup_notebook()  # plotly.js once: the charts also show in exported HTML (no CDN)
 report.show(result, result.rules, title=f"Live session on {venue}")
+report.write_images(out_dir, result, result.rules)  # PNGs for report.md (needs kaleido + Chromium)
+
+# %% [markdown]
+# ## The session against its backtest
+
+# %%
+# The session against its backtest on the same candles, trade by trade, and the difference by
+# cause (also the last section of report.md; later: python -m pocklib diff OUT_DIR)
+from IPython.display import Markdown, display
+
+from pocklib.diff import session_diff
+
+against_backtest = session_diff(out_dir)
+display(Markdown(against_backtest.markdown()))
 
 # %%
 # What must hold after any session: the exchange reported the account flat, artifacts written.

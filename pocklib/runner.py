@@ -566,6 +566,7 @@ async def _stream(sess: Session, conn: _Conn, dashboard: SessionView | None, tic
     stream = candles(conn.venue.ws_url, rules.symbols, rules.interval, rest_backfill(conn.md_client, rules.interval),
                      since={s: st.last_closed for s, st in sess.sym.items() if st.last_closed >= 0},
                      stream_path=conn.venue.stream_path)
+    sess.stream_stats = stream.stats   # the dashboard shows its reconnects as they happen
     brk = conn.broker
     events = brk.user_stream() if isinstance(brk, EventBroker) else None  # the paper broker: none
     await _loop(sess, stream, brk, dashboard, tick_s,
@@ -610,6 +611,10 @@ def _finish(sess: Session, error: BaseException | None, p: Plan, brk: Any, strea
     result = sess.result()
     result.stats["stream"] = stream_stats
     result.stats["venue"] = p.venue
+    # frames the simulator replayed here: synthetic when any came from the sample (the label on
+    # every report and chart); None (unknown) on a real venue's market data
+    result.stats["synthetic"] = (any(bool(f.attrs.get("synthetic", False)) for f in p.frames.values())
+                                 if p.frames else None)
     result.stats["broker"] = brk.name
     if isinstance(brk, BinanceBroker):
         result.stats["orders"] = brk.stats.as_dict()

@@ -166,6 +166,8 @@ class Session:
         self.closed_candles = 0
         # display/report series (small: one row per closed candle / fill)
         self.equity_rows: list[tuple[int, float, float]] = []
+        #: the kline stream's counters (reconnects, gaps) while the loop runs; set by the runner
+        self.stream_stats: Any = None
         self.candle_rows: dict[str, list[CandleRow]] = {
             s: [] for s in rules.symbols
         }

@@ -22,7 +22,11 @@ ALGO = {"algoId", "clientAlgoId", "algoType", "orderType", "symbol", "side", "po
         "selfTradePreventionMode", "workingType", "priceMatch", "closePosition", "priceProtect",
         "reduceOnly", "activatePrice", "callbackRate", "createTime", "updateTime", "triggerTime",
         "goodTillDate"}
-ALGO_QUERY = ALGO | {"actualOrderId", "actualPrice", "actualQty", "actualType"}
+# Query answers: Binance's 2026 Query-Algo-Order example (and freqtrade#13358's recorded answer)
+# drop activatePrice/callbackRate and add the tp/sl fields; the SDK spec adds actualQty/actualType.
+ALGO_QUERY = (ALGO - {"activatePrice", "callbackRate"}) | {
+    "actualOrderId", "actualPrice", "actualQty", "actualType",
+    "tpTriggerPrice", "tpPrice", "slTriggerPrice", "slPrice", "tpOrderType"}
 # §7.5 positionRisk v3 (python-binance's fixture).
 RISK_V3 = {"symbol", "positionSide", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice",
            "unRealizedProfit", "liquidationPrice", "isolatedMargin", "notional", "marginAsset",

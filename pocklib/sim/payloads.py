@@ -95,10 +95,17 @@ def algo_json(e: Engine, a: AlgoOrder, query: bool = False) -> JSON:
         "goodTillDate": 0,
     }
     if query:
+        # Query answers (GET algoOrder, openAlgoOrders, allAlgoOrders): Binance's 2026 examples
+        # and a recorded real answer (freqtrade#13358) carry actualOrderId/actualPrice and the
+        # (unused) tp/sl fields, not activatePrice/callbackRate; python-binance's SDK spec also
+        # lists actualQty/actualType, kept for the resulting market order.
+        del d["activatePrice"], d["callbackRate"]
+        zero = _p(e, a.symbol, ZERO)
         d["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
-        d["actualPrice"] = _p(e, a.symbol, a.actual_price) if a.actual_qty else ""
+        d["actualPrice"] = _p(e, a.symbol, a.actual_price) if a.actual_qty else zero
         d["actualQty"] = _q(e, a.symbol, a.actual_qty) if a.actual_qty else ""
         d["actualType"] = "MARKET" if a.actual_order_id else ""
+        d.update(tpTriggerPrice=zero, tpPrice=zero, slTriggerPrice=zero, slPrice=zero, tpOrderType="")
     return d
 
 

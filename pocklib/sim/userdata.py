@@ -107,7 +107,7 @@ def algo_update(e: Engine, a: AlgoOrder, now: int) -> JSON:
     is a string, empty until triggered; ``ap``/``aq``/``act`` appear once that order exists;
     ``rm`` (failure reason) only with a reason. A closePosition order shows ``"q": "0"`` and
     time in force ``GTE_GTC``, as recorded on Binance's testnet (2026-09); ``ia`` (undocumented)
-    appears in that recording too."""
+    appears in that recording too, and only on closePosition orders here."""
     s = a.symbol
     o: JSON = {
         "caid": a.client_algo_id, "aid": a.algo_id, "at": "CONDITIONAL", "o": a.order_type,
@@ -120,7 +120,9 @@ def algo_update(e: Engine, a: AlgoOrder, now: int) -> JSON:
         o.update({"ap": _dec(a.actual_price), "aq": _dec(a.actual_qty), "act": "MARKET"})
     o.update({"tp": _dec(a.trigger), "p": "0", "V": "EXPIRE_MAKER", "wt": a.working_type,
               "pm": "NONE", "cp": a.close_position, "pP": a.price_protect, "R": a.reduce_only,
-              "tt": a.trigger_time, "gtd": a.good_till, "ia": False})
+              "tt": a.trigger_time, "gtd": a.good_till})
+    if a.close_position:
+        o["ia"] = False   # only the testnet's closePosition recording has it; NT's others do not
     if a.reason:
         o["rm"] = a.reason
     return {"e": "ALGO_UPDATE", "T": now, "E": now, "o": o}
