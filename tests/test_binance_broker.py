@@ -261,6 +261,26 @@ def test_clock_shift_minus_1021_is_recovered_once(sim, shift):
     assert [r[2] for r in sim.requests if r[:2] == ("POST", "/fapi/v1/order")] == [400, 200]
 
 
+def test_slow_requests_at_2400x_still_sign_within_recv_window(frames):
+    # At 2400x, 40 ms between signing and the server's check is 96 s of exchange time: both the
+    # extrapolated stamp and the one on the resynced server time are outside the sim venue's
+    # 60 s recvWindow (the
+    # kill matrix failed this way on a loaded machine). The simulator accepts the local clock
+    # (not strict), so the broker's last resort signs with it and the order goes through once.
+    with Simulator(frames, speed=2400.0, api_key=KEY, api_secret=SECRET) as s:
+        b = make(s)
+        real = b.client.session.request
+
+        def slow(*a, **kw):
+            time.sleep(0.04)
+            return real(*a, **kw)
+        b.client.session.request = slow
+        f = open_eth(b)
+        assert b.stats.resyncs >= 1 and len(orders_with(s, f.client_id)) == 1
+        statuses = [r[2] for r in s.requests if r[:2] == ("POST", "/fapi/v1/order")]
+        assert statuses[-1] == 200 and statuses.count(200) == 1
+
+
 def test_bad_keys_give_a_clear_error_without_secrets(sim, caplog):
     v = sim_venue(sim, api_key=KEY, api_secret="wrong-" + SECRET)
     with caplog.at_level(logging.DEBUG), pytest.raises(BrokerError) as e:
