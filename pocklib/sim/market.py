@@ -398,6 +398,10 @@ class Market:
             self.start_ms = int(pd.Timestamp(start).tz_localize("UTC").value // 1_000_000
                                 if pd.Timestamp(start).tzinfo is None
                                 else pd.Timestamp(start).value // 1_000_000)
+        # A start before every frame's first candle starts the clock at the first candle: the
+        # time before the data has nothing to replay (and a clock at epoch 0 would jump 55 years
+        # at the first event, cutting every connection as "older than 24 hours").
+        self.start_ms = max(self.start_ms, min(int(d.open_ms[0]) for d in self.data.values()))
         self.end_ms = max(int(d.open_ms[-1]) + self.interval_ms - 1 for d in self.data.values())
         # Union of open times >= start, the replay's candle grid (gaps stay gaps).
         opens = np.unique(np.concatenate([d.open_ms[d.open_ms >= self.start_ms]
