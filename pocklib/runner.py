@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import types
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,6 +463,24 @@ def _journal_preflight(jr: Journal, sess: Session, pf: Preflight | None) -> None
         jr.append("preflight", t=sess.now, **pf.as_dict())
 
 
+def _attached_speed(url: str, p: Plan) -> float:
+    """The replay speed (exchange ms per wall ms) of the simulator running at ``url``, from its
+    ``GET /_sim/state``: the client's exchange clock must run at the simulator's speed, not at the
+    plan's ``speed`` (default 480, while ``python -m pocklib sim`` defaults to 300: every signed
+    request would fail -1021). ``p.speed`` when the simulator does not say (an older one)."""
+    root = url.rstrip("/").removesuffix("/fapi")
+    try:
+        with urllib.request.urlopen(root + "/_sim/state", timeout=10) as r:
+            speed = json.load(r).get("speed")
+    except (OSError, ValueError):
+        return p.speed
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or speed < 0:
+        return p.speed
+    if "speed" in p.overrides and float(speed) != p.speed:
+        _warn(f"the simulator at {root} replays at {speed:g}x; speed={p.speed:g} does not apply to it")
+    return float(speed)
+
+
 def _connect(p: Plan, sim: Simulator | None, broker_options: dict[str, Any] | None) -> _Conn:
     """The venue (starting the simulator for venue "sim" when none is given), clients, broker."""
     rules, started = p.rules, None
@@ -480,6 +499,7 @@ def _connect(p: Plan, sim: Simulator | None, broker_options: dict[str, Any] | No
             v = sim_venue(sim)
         else:
             a = p.attach or {}
+            p.speed = _attached_speed(a["POCKLIB_SIM_URL"], p)
             v = sim_venue(rest_url=a["POCKLIB_SIM_URL"], ws_url=a["POCKLIB_SIM_URL"].replace("http", "ws", 1),
                           api_key=a["POCKLIB_SIM_API_KEY"], api_secret=a["POCKLIB_SIM_API_SECRET"], speed=p.speed)
     elif p.broker == "binance":

@@ -53,10 +53,7 @@ ALLOW: dict[str, Allow] = {
     "GET_fapi_v1_exchangeInfo": Allow(extra={
         "$.symbols[].maxMoveOrderLimit": "added by Binance after this 2022 recording: the 2023 "
         "recordings in data/exchange_info/usdm.json (ccxt's static markets) carry it"}),
-    "WS_ALGO_UPDATE": Allow(absent={k: "docs: 'only display when order is triggered and placed in matching "
-                                       "engine'; the recording is a FINISHED order, the compared event a NEW one "
-                                       "(test_userdata covers the FINISHED layout)"
-                                    for k in ("$.o.ap", "$.o.aq", "$.o.act")}),
+    "WS_ALGO_UPDATE": Allow(absent=dict.fromkeys(("$.o.ap", "$.o.aq", "$.o.act"), "docs: 'only display when order is triggered and placed in matching " "engine'; the recording is a FINISHED order, the compared event a NEW one " "(test_userdata covers the FINISHED layout)")),
     "WS_ACCOUNT_UPDATE": Allow(extra={"$.a.P[].ma": "margin asset of the position: in a Binance testnet "
                                                     "recording (docs/wire/user-data-stream.md), not in the docs"}),
     "GET_fapi_v1_algoOrder": Allow(extra=ALGO_ACTUAL),

@@ -1,7 +1,9 @@
 """The simulator's own control endpoints (not Binance's): ``/_sim/faults`` and ``/_sim/state``.
 
 ``GET /_sim/faults`` shows the fault plan, ``POST /_sim/faults`` (loopback only, unsigned)
-installs one from JSON, ``GET /_sim/state`` shows the exact account (Decimals as strings).
+installs one from JSON, ``GET /_sim/state`` shows the exact account (Decimals as strings), the
+clock (``now_ms``) and the replay ``speed`` (exchange ms per wall ms, 0 = stepped by its readers:
+a client attaching by URL runs its exchange clock at it).
 """
 
 from __future__ import annotations
@@ -41,5 +43,6 @@ class Control:
         core.now()
         snap = snapshot(core.engine)
         snap["now_ms"] = core.clock.now_ms()
+        snap["speed"] = core.clock.speed
         snap["done"] = core.replay.done.is_set()
         return web.Response(text=json.dumps(snap, default=str), content_type=JSON_CT)
