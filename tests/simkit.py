@@ -69,8 +69,10 @@ FLAT = (90_000.0, 90_010.0, 89_990.0, 90_000.0)
 
 def still_sim() -> Simulator:
     """BTCUSDT at 90000 and ETHUSDT at 3000 that stand still (speed 0, nobody subscribed)."""
+    # mark = last (no basis): tests here pin PERCENT_PRICE bands and P&L to the still price
     return Simulator({"BTCUSDT": frame([FLAT] * 230),
-                      "ETHUSDT": frame([(3000.0, 3001.0, 2999.0, 3000.0)] * 230, tick=0.01)}, speed=0)
+                      "ETHUSDT": frame([(3000.0, 3001.0, 2999.0, 3000.0)] * 230, tick=0.01)}, speed=0,
+                     mark_basis=0.0)
 
 
 def api_error(fn: Callable[..., Any], **kw: Any) -> BinanceAPIException:

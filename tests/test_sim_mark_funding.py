@@ -36,7 +36,7 @@ MARK_EVENT = {"e": str, "E": int, "s": str, "p": str, "i": str, "P": str, "r": s
 INCOME = {"symbol": str, "incomeType": str, "income": str, "asset": str, "info": str, "time": int,
           "tranId": int, "tradeId": str}
 FUNDING_RATE = {"symbol": str, "fundingRate": str, "fundingTime": int, "markPrice": str}
-COMMISSION = {"symbol": str, "makerCommissionRate": str, "takerCommissionRate": str}
+COMMISSION = {"symbol": str, "makerCommissionRate": str, "takerCommissionRate": str, "rpiCommissionRate": str}
 
 
 def _layout(obj: dict, want: dict) -> None:

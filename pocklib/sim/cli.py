@@ -16,6 +16,7 @@ from pocklib import history
 from pocklib.sim.engine import DEFAULT_ALGO_LATENCY_MS
 from pocklib.sim.faults import FaultPlan
 from pocklib.sim.filters import listed_symbols
+from pocklib.sim.mark import DEFAULT_MARK_BASIS
 from pocklib.sim.simulator import Simulator
 
 
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-limit", type=int, default=None,
                    help="request weight per wall minute before 429/-1003 (default: unlimited; "
                    "Binance: 2400)")
-    p.add_argument("--mark-basis", type=float, default=0.0002,
+    p.add_argument("--mark-basis", type=float, default=DEFAULT_MARK_BASIS,
                    help="mark price basis amplitude (fraction of the last price; 0: mark = last)")
     p.add_argument("--mark-seed", type=int, default=0, help="seed of the mark basis walk")
     p.add_argument("--funding-rate", type=float, default=0.0001,

@@ -28,6 +28,11 @@ EIGHT = Decimal("0.00000001")
 _STEPS = 10_000  # the basis takes 2 * _STEPS + 1 values: exact decimals, no float
 
 
+#: Default mark basis amplitude (fraction of the last price): Binance's mark price (index plus a
+#: smoothed premium) typically sits within a few bps of the last trade.
+DEFAULT_MARK_BASIS = 0.0002
+
+
 class MarkModel:
     """Deterministic mark price: ``basis`` (fraction, 0 <= basis < 0.05) is the largest
     relative distance from the last price; ``seed`` picks the path; the basis changes every

@@ -17,7 +17,7 @@ from pocklib.sim.core import SimCore
 from pocklib.sim.engine import DEFAULT_ALGO_LATENCY_MS, Engine
 from pocklib.sim.faults import FaultPlan
 from pocklib.sim.funding import FundingRates, MarkPriceFeed
-from pocklib.sim.mark import MarkModel
+from pocklib.sim.mark import DEFAULT_MARK_BASIS, MarkModel
 from pocklib.sim.market import Market
 from pocklib.sim.payloads import snapshot
 from pocklib.sim.server import build_app
@@ -48,8 +48,9 @@ class Simulator:
     a client switches back to one-way mode), for tests of clients that must notice it.
     ``algo_latency_ms``: sim ms from an algo order's trigger (TRIGGERING) to its MARKET order in
     the matching engine (TRIGGERED); default 300 (see docs/wire/algo-orders.md).
-    ``mark_basis`` (fraction, default 0: mark = last price) and ``mark_seed``: the mark price's
-    seeded basis (:class:`pocklib.sim.mark.MarkModel`). ``funding_rate``: the rate (fraction per
+    ``mark_basis`` (fraction of the last price, default 0.0002 as Binance's mark sits a few bps
+    off the last trade; 0: mark = last price) and ``mark_seed``: the mark price's seeded basis
+    (:class:`pocklib.sim.mark.MarkModel`). ``funding_rate``: the rate (fraction per
     8 h) settled at 00/08/16 UTC where the data carries none (a frame's ``funding_rate`` column
     does); ``funding_rates``: symbol -> rate or ``pandas.Series`` of rates, over both
     (:class:`pocklib.sim.funding.FundingRates`).
@@ -65,7 +66,7 @@ class Simulator:
                  updates_per_candle: int = 4, faults: FaultPlan | None = None,
                  port: int = 0, weight_limit: int | None = None, strict_time: bool = False,
                  dual_side_position: bool = False, algo_latency_ms: int = DEFAULT_ALGO_LATENCY_MS,
-                 listed: Mapping[str, Mapping[str, Any]] | None = None, mark_basis: float = 0.0,
+                 listed: Mapping[str, Mapping[str, Any]] | None = None, mark_basis: float = DEFAULT_MARK_BASIS,
                  mark_seed: int = 0, funding_rate: float = 0.0001,
                  funding_rates: Mapping[str, Any] | None = None) -> None:
         if not api_key or not api_secret:
