@@ -125,6 +125,8 @@ def test_stop_and_take_profit_fills_arrive_by_the_stream_first(tmp_path, baselin
     assert stats["stream_fills"] == 3 and stats["stream_connects"] >= 1
     # no REST lookup of a triggered order: the per-candle check never had to find a fill
     assert not any(m == "GET" and p == "/fapi/v1/order" for m, p, _ in calls)
+    # the session closes its listenKey at the end rather than leaving it to expire
+    assert ("DELETE", "/fapi/v1/listenKey", 200) in calls
     recs = journal.read(tmp_path / "journal.jsonl")
     seq_candle = {(r["symbol"], r["open_time"]): r["seq"] for r in recs if r["kind"] == "candle"}
     for f in fills_once(tmp_path):

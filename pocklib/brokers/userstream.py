@@ -411,6 +411,23 @@ class UserStream:
 
     # -- the loop ----------------------------------------------------------------------------
     async def _run(self) -> AsyncIterator[UserEvent]:
+        try:
+            async for ev in self._connections():
+                yield ev
+        finally:
+            # the session is over (or the loop gave up): close the listenKey instead of leaving it
+            # to expire 60 min later; best effort, the exchange expires it anyway
+            if self.listen_key:
+                await asyncio.to_thread(self._close_key, self.listen_key)
+
+    def _close_key(self, key: str) -> None:
+        try:
+            self.client.futures_stream_close(listenKey=key)
+            self.listen_key = None
+        except Exception as e:
+            log.info("user data stream: closing the listenKey failed (%s); it expires in 60 min", type(e).__name__)
+
+    async def _connections(self) -> AsyncIterator[UserEvent]:
         attempt = 0
         n = self.counters
         while True:
