@@ -51,13 +51,17 @@ sweep_fast = "5-30"      # fast windows to sweep (candles), "a-b" inclusive or "
 sweep_slow = "10-60"     # slow windows to sweep; only pairs with fast < slow run
 sweep_metric = "total_pnl"  # heatmap colour: total_pnl, return_pct, trades, win_rate, max_drawdown_pct, profit_factor
 odds_every = 1           # session odds: start a session at every k-th candle
+slippage_bps = 0.0       # market fills (entries, exits, stop fills) this many bps against you
+detail = None            # "1m": order the stops inside each candle on 1m candles (the sample ships them)
+funding = None           # "sample" (synthetic rates), a "{symbol}" fundingRate zip/JSON pattern, or None
 
 # %%
 # Validate every parameter before anything runs: unknown names (a typo in `-p`) are errors, and
 # Rules checks values (papermill passes `-p capital 500` as an int: from_params makes it a float).
 _PARAMETERS = ("symbols", "interval", "start", "end", "data", "fast", "slow", "capital", "position_usd",
               "stop_loss_pct", "take_profit_pct", "fee_rate", "fill", "out_dir", "target_usd", "max_loss_usd",
-              "hours", "sweep_fast", "sweep_slow", "sweep_metric", "odds_every")
+              "hours", "sweep_fast", "sweep_slow", "sweep_metric", "odds_every", "slippage_bps", "detail",
+              "funding")
 _unknown = sorted(n for n in set(globals()) - _names_before_parameters
                   if not n.startswith("_") and n not in _PARAMETERS and n != "os")
 if _unknown:
@@ -81,10 +85,18 @@ out_dir = resolve_out(out_dir)  # relative to the project root: same place from 
 rules = Rules.from_params(symbols=symbols, interval=interval, fast=fast, slow=slow, capital=capital,
                           position_usd=position_usd, stop_loss_pct=stop_loss_pct,
                           take_profit_pct=take_profit_pct, fee_rate=fee_rate, fill=fill,
-                          target_usd=target_usd, max_loss_usd=max_loss_usd, hours=hours)
+                          target_usd=target_usd, max_loss_usd=max_loss_usd, hours=hours,
+                          slippage_bps=slippage_bps, detail=detail)
 
 # %%
 frames = history.load_frames(data, rules.symbols, interval=interval, start=start, end=end)
+# detail="1m": the same period's 1m candles order the stops inside each candle (docs/backtest-rules.md);
+# funding: rates charged to positions held at each settlement
+from pocklib.funding import for_frames as _funding_for
+
+detail_frames = (history.load_frames(data, rules.symbols, interval=rules.detail, start=start, end=end)
+                 if rules.detail else None)
+funding_rates = _funding_for(frames, funding) if funding not in (None, "", "None") else None
 synthetic = any(f.attrs.get("synthetic", False) for f in frames.values())
 charts.synthetic_labels(synthetic)  # every chart made below carries the SYNTHETIC watermark
 if synthetic:
@@ -93,7 +105,7 @@ if synthetic:
 _note = display(Markdown("Running the backtest… (the first run in a fresh kernel compiles numba code: "
                          "allow ~10–25 s)"), display_id=True)
 _t0 = time.perf_counter()
-result = backtest.run(frames, rules)
+result = backtest.run(frames, rules, detail_frames=detail_frames, funding=funding_rates)
 _note.update(Markdown(f"Backtest done in {time.perf_counter() - _t0:.1f} s."))
 display(HTML(charts.headline_html(result.stats["combined"], rules.capital, synthetic,
                                   title=f"Backtest {', '.join(rules.symbols)} {interval}, SMA {rules.fast}/{rules.slow}, "
@@ -108,6 +120,27 @@ display(HTML(charts.headline_html(result.stats["combined"], rules.capital, synth
 
 # %%
 charts.styled(charts.format_stats(backtest.stats_table(result)), "Backtest stats", synthetic)
+
+# %% [markdown]
+# ## Ambiguous candles and the P&L range
+# A candle with both the stop loss and the take profit inside its range (while a position was
+# open) does not say which came first; the rules take the stop loss (the worse). The table counts
+# them and gives the total P&L had the take profit come first on each (the same trades otherwise):
+# the P&L lies between "worst" and "best". With `-p detail 1m` the 1m candles order most of them
+# ("resolved"); only a 1m candle holding both levels stays ambiguous. Slippage and funding are
+# the USD they cost (funding received > 0). Rules: docs/backtest-rules.md.
+
+# %%
+_amb = pd.DataFrame({k: {"ambiguous candles": st["ambiguous"], "resolved by 1m candles": st["ambiguous_resolved"],
+                         "P&L worst (USD)": st["total_pnl"], "P&L best (USD)": st["total_pnl_best"],
+                         "slippage (USD)": st["slippage"], "funding (USD)": st["funding"]}
+                     for k, st in result.stats.items()}).T
+_c = result.stats["combined"]
+display(Markdown(f"**{_c['ambiguous']} ambiguous candle(s)**"
+                 + (f" ({_c['ambiguous_resolved']} more resolved on 1m candles)" if rules.detail else "")
+                 + f": P&L between {_c['total_pnl']:+,.2f} and {_c['total_pnl_best']:+,.2f} USD."))
+charts.styled(_amb, "Ambiguous candles, P&L range, slippage and funding", synthetic).format(
+    {c: "{:+,.2f}" for c in _amb.columns if "USD" in c} | {c: "{:,.0f}" for c in _amb.columns if "USD" not in c})
 
 # %% [markdown]
 # ## Price, MAs and every trade
@@ -157,7 +190,8 @@ def _rerun(symbol, fast_window, slow_window):
     if fast_window >= slow_window:
         return "fast must be smaller than slow", None
     r = rules.with_(fast=fast_window, slow=slow_window)
-    res = backtest.run({symbol: frames[symbol]}, r)
+    res = backtest.run({symbol: frames[symbol]}, r, detail_frames={symbol: detail_frames[symbol]} if detail_frames else None,
+                       funding={symbol: funding_rates[symbol]} if funding_rates else None)
     st = res.stats[symbol]
     return (f"{symbol} SMA {r.fast}/{r.slow}: {st['trades']} trades, P&L {st['total_pnl']:+,.2f} USD, "
             f"win rate {charts.fmt(st['win_rate'], 'frac')}, max drawdown {charts.fmt(st['max_drawdown_usd'], 'usd')}"
@@ -194,7 +228,9 @@ offline.widget_display(widgets.VBox([widgets.HBox([_w_symbol, _w_fast, _w_slow])
 # %%
 from pocklib import odds, sweep
 
-sweeps = {s: sweep.sweep(frames[s], rules, sweep_fast, sweep_slow, symbol=s)
+sweeps = {s: sweep.sweep(frames[s], rules, sweep_fast, sweep_slow, symbol=s,
+                         detail=detail_frames[s] if detail_frames else None,
+                         funding=funding_rates[s] if funding_rates else None)
           for s in tqdm(rules.symbols, desc="sweep (first run compiles)", unit="symbol")}
 charts.mark_synthetic(sweep.sweep_heatmap(sweeps[rules.symbols[0]], sweep_metric, mark=(rules.fast, rules.slow)),
                       synthetic).show()
@@ -219,7 +255,8 @@ for _s, _r in sweeps.items():
 
 # %%
 with tqdm(total=1, desc="session odds (first run compiles)", unit="run") as _bar:
-    odds_result = odds.session_odds(frames, rules, every=odds_every)
+    odds_result = odds.session_odds(frames, rules, every=odds_every, detail_frames=detail_frames,
+                                    funding=funding_rates)
     _bar.update(1)
 charts.mark_synthetic(odds.odds_histogram(odds_result), synthetic).show()
 display(charts.styled(odds.odds_table(odds_result), "Session odds", synthetic))
@@ -251,6 +288,6 @@ _trades_csv = pd.read_csv(paths["trades"])
 _stats_json = json.loads(Path(paths["stats"]).read_text())["stats"]
 assert len(_trades_csv) > 0, "no trades"
 assert len(_trades_csv) == _stats_json["combined"]["trades"]
-assert abs(_trades_csv["pnl"].sum() - _stats_json["combined"]["total_pnl"]) < 1e-6
+assert abs(_trades_csv["pnl"].sum() + _stats_json["combined"]["funding"] - _stats_json["combined"]["total_pnl"]) < 1e-6
 assert all(float(pf.assets().iloc[-1]) == 0.0 for pf in result.portfolios.values()), "position left open"
 assert abs(result.equity["combined"].iloc[-1] - (rules.capital + _stats_json["combined"]["total_pnl"])) < 1e-6

@@ -1,17 +1,34 @@
-"""Vectorized backtest of the MA crossover with vectorbt ``Portfolio.from_signals``, one per symbol.
+"""Backtest of the MA crossover, one portfolio per symbol: vectorbt ``Portfolio.from_signals`` for
+the reference mode, the compiled kernels (:mod:`pocklib.kernels`) for the others.
 
-Conventions are those of :mod:`pocklib.rules` (read its docstring); how they map to vectorbt:
+**Two engines, one set of rules.** ``fill="close"`` without slippage, funding or detail candles
+(the default) runs on vectorbt, the reference those rules were written against (the kernels
+equal it, tested). Every other mode runs on :func:`pocklib.sweep.backtest_pair`, the kernel the
+sweep and (per session) the odds use, modelled as the live loop (:mod:`pocklib.session` with the
+paper broker) trades it, which replays the same trades (tests/test_next_open_parity.py,
+tests/test_slippage_funding.py, tests/test_detail.py): ``fill="next_open"`` (the stop live from
+the entry fill, so the entry candle can close the trade; a SELL at the open unless the open is
+through a stop; a BUY of a stop candle taken), ``rules.slippage_bps``, ``funding`` and
+``rules.detail`` (:func:`run`).
+
+Every mode reports, per symbol and combined: ``ambiguous`` (candles with both SL and TP inside
+their range while a position was open: their order is unknown and the stop loss was assumed;
+with detail candles, only those a single detail candle could not order), ``ambiguous_resolved``
+(ambiguous candles the detail candles ordered), ``total_pnl_best`` (total P&L had the take profit
+come first on each ambiguous candle, the same trades otherwise: with ``total_pnl``, the range
+worst .. best), ``slippage`` (USD lost to it) and ``funding`` (USD, received > 0; in total_pnl).
+
+Conventions are those of :mod:`pocklib.rules` (read its docstring); how they map to vectorbt in
+the reference mode:
 
 * Each symbol runs on its **own cash = rules.capital** (separate portfolios, no cash sharing).
   The combined equity is ``capital + sum of the symbols' P&L curves`` and the combined return is
   on one ``capital``: it reads as "the same capital traded both symbols", which holds because a
   position (``position_usd``) is much smaller than the capital.
 * Long only: BUY = entry, SELL = exit, no accumulation (a BUY while long is ignored).
-* ``fill="close"``: orders fill at the signal candle's close. ``fill="next_open"``: signals are
-  shifted one candle and fill at that candle's open; that candle's stop check comes first, as on
-  any candle (so a stop on it pre-empts a SELL waiting for its open). A BUY from a candle on which
-  a stop closed the position is dropped in both modes (the stop candle does not act on its own
-  signal): vectorbt does that by itself for ``close``; for ``next_open`` we drop it and re-run.
+* ``fill="close"``: orders fill at the signal candle's close; a BUY from a candle on which a stop
+  closed the position is dropped (the stop candle does not act on its own signal), as vectorbt
+  does by itself. (``next_open`` runs on the kernels: module doc above.)
 * SL/TP: ``sl_stop=stop_loss_pct``, ``tp_stop=take_profit_pct`` from the fill price
   (``StopEntryPrice.FillPrice``), filled at the level or at the open on a gap
   (``StopExitPrice.StopLimit``), checked from the candle after the fill candle, SL before TP.
@@ -33,6 +50,7 @@ fires for the trade's levels is that stop (vectorbt checks stops before signals)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +61,7 @@ import pandas as pd
 import vectorbt as vbt
 from vectorbt.portfolio.enums import StopEntryPrice, StopExitPrice
 
-from pocklib import history
+from pocklib import history, kernels, sweep
 from pocklib.book import stop_exit, trade_stats
 from pocklib.model import TRADE_COLUMNS
 from pocklib.rules import Rules, order_qty, stop_levels
@@ -65,7 +83,8 @@ class BacktestResult:
     trades: DataFrame with ``TRADE_COLUMNS`` sorted by entry_time (USD, base qty, UTC times).
     stats: {"combined": {...}, symbol: {...}} — see :func:`symbol_stats`.
     equity: USD per symbol (capital + that symbol's P&L) and "combined", on the union of times.
-    portfolios: the vectorbt Portfolio of each symbol (index: naive UTC open times, for speed).
+    portfolios: the vectorbt Portfolio of each symbol (index: naive UTC open times, for speed);
+    empty in the compiled modes (module doc).
     signals: per symbol DataFrame (buy, sell, fast_ma, slow_ma) on the symbol's candles.
     gaps: per symbol DataFrame (start, end, missing) of missing candles.
     """
@@ -97,18 +116,15 @@ def _check_frame(symbol: str, df: pd.DataFrame, rules: Rules) -> None:
         raise ValueError(f"frames[{symbol}]: {len(df)} candles; need at least slow+1 = {rules.slow + 1}")
 
 
+def reference_mode(rules: Rules, funding: dict[str, pd.Series] | None = None) -> bool:
+    """True when ``rules`` run on vectorbt (the reference): ``fill="close"``, no slippage, no
+    funding, no detail candles. Every other mode runs on the compiled kernels."""
+    return rules.fill == "close" and rules.slippage_bps == 0 and not funding and rules.detail is None
+
+
 def _orders(buy: Bools, sell: Bools, o: F64, c: F64, rules: Rules) -> tuple[Bools, Bools, F64, bool]:
-    """(entries, exits, price, sell_on_last) arrays for vectorbt from the candle signals."""
-    n = len(c)
-    if rules.fill == "close":
-        entries, exits, price = buy.copy(), sell.copy(), c.copy()
-    else:  # next_open: a signal of candle i is an order at the open of candle i+1
-        entries = np.zeros(n, bool)
-        exits = np.zeros(n, bool)
-        entries[1:], exits[1:] = buy[:-1], sell[:-1]
-        price = o.copy()
-        if not exits[-1]:
-            price[-1] = c[-1]  # the forced end exit is at the last close
+    """(entries, exits, price, sell_on_last) arrays for vectorbt from the candle signals (``close``)."""
+    entries, exits, price = buy.copy(), sell.copy(), c.copy()
     sell_on_last = bool(exits[-1])
     entries[-1] = False
     exits[-1] = True
@@ -172,7 +188,11 @@ def _trades(pf: Any, symbol: str, idx: pd.DatetimeIndex, o: F64, h: F64, lo: F64
 
 
 def run_symbol(df: pd.DataFrame, rules: Rules, symbol: str) -> tuple[Any, list[TradeRow], pd.DataFrame]:
-    """Backtest one symbol: (vectorbt Portfolio, trade rows, signals frame)."""
+    """Backtest one symbol on vectorbt (:func:`reference_mode` rules only): (vectorbt Portfolio,
+    trade rows, signals frame)."""
+    if not reference_mode(rules):
+        raise ValueError("rules: run_symbol is the vectorbt reference (fill='close', no slippage, no detail); "
+                         "use backtest.run for the other modes")
     _check_frame(symbol, df, rules)
     idx = df.index
     o, h, lo, c = (df[k].to_numpy(np.float64) for k in _REQUIRED)
@@ -185,21 +205,106 @@ def run_symbol(df: pd.DataFrame, rules: Rules, symbol: str) -> tuple[Any, list[T
     # object array (~0.3 s per call on a year of 5m candles), a naive one stays datetime64.
     # So the portfolio runs on naive UTC times; trades and equity get UTC times back.
     close_s = pd.Series(c, idx.tz_convert("UTC").tz_localize(None), name=symbol)
-    while True:
-        pf = _simulate(close_s, o, h, lo, entries, exits, price, size, rules)
-        rows, stop_idx = _trades(pf, symbol, idx, o, h, lo, sell_on_last, rules)
-        if rules.fill == "close":
-            break
-        # next_open: a stop on candle j must not let candle j's BUY fill at j+1's open. Fix the
-        # earliest such entry and re-run (everything before it is already right).
-        bad = [j + 1 for j in stop_idx if j + 1 < len(c) and entries[j + 1] and size[j + 1] > 0]
-        if not bad:
-            break
-        entries[min(bad)] = False
-    signals = pd.DataFrame(
+    pf = _simulate(close_s, o, h, lo, entries, exits, price, size, rules)
+    rows, _ = _trades(pf, symbol, idx, o, h, lo, sell_on_last, rules)
+    return pf, rows, _signals(idx, c, buy, sell, rules)
+
+
+def _signals(idx: pd.DatetimeIndex, c: F64, buy: Bools, sell: Bools, rules: Rules) -> pd.DataFrame:
+    return pd.DataFrame(
         {"buy": buy, "sell": sell, "fast_ma": sma(c, rules.fast), "slow_ma": sma(c, rules.slow)}, index=idx
     )
-    return pf, rows, signals
+
+
+def _ambiguity(df: pd.DataFrame, trades: pd.DataFrame, rules: Rules) -> tuple[int, float]:
+    """Reference mode: (ambiguous candles, P&L change USD had the take profit come first on them),
+    from the stop-loss exits on candles that held both levels (:func:`pocklib.kernels.ambiguous`)."""
+    sl_exits = trades[trades["exit_reason"] == "stop_loss"]
+    if not len(sl_exits):
+        return 0, 0.0
+    j = df.index.get_indexer(sl_exits["exit_time"])
+    o, h, lo = (df[k].to_numpy(np.float64)[j] for k in ("open", "high", "low"))
+    n, delta = 0, 0.0
+    for k, t in enumerate(sl_exits.itertuples(index=False)):
+        sl, tp = stop_levels(float(t.entry_price), rules)
+        px, _, alt = kernels.ordered_fill.py_func(float(o[k]), float(h[k]), float(lo[k]), sl, tp, False)
+        if not math.isnan(alt):
+            n += 1
+            delta += kernels.other_delta.py_func(px, alt, float(t.qty), 0.0, rules.fee_rate)
+    return n, delta
+
+
+def slippage_cost(trades: pd.DataFrame, rules: Rules) -> float:
+    """USD lost to slippage over ``trades`` (both fills of each): the fill prices carry it, the
+    order prices are ``entry / (1 + s)`` and ``exit / (1 - s)`` (s = slippage_bps / 10,000)."""
+    s = rules.slippage_bps / 10_000.0
+    if s == 0 or not len(trades):
+        return 0.0
+    q = trades["qty"].to_numpy(np.float64)
+    e, x = trades["entry_price"].to_numpy(np.float64), trades["exit_price"].to_numpy(np.float64)
+    return float((q * (e - e / (1 + s)) + q * (x / (1 - s) - x)).sum())
+
+
+def run_compiled(df: pd.DataFrame, rules: Rules, symbol: str, detail: pd.DataFrame | None = None,
+                 funding: pd.Series | None = None) -> tuple[list[TradeRow], dict[str, Any], pd.Series, pd.Series,
+                                                            pd.DataFrame]:
+    """Backtest one symbol on the compiled kernel (every mode): (trade rows, stats as
+    :func:`symbol_stats`, P&L curve USD and position flags on the candles' UTC times, signals).
+
+    The value curve is rebuilt from the kernel's trades: after candle j, capital + P&L of the
+    trades closed by j + funding due by j + the open trade marked to the close minus its cost."""
+    _check_frame(symbol, df, rules)
+    a = sweep.prepare(df, rules, symbol, rules.slow, detail=detail, funding=funding)
+    tr, st = sweep.backtest_pair(df, rules, symbol, arrays=a, candles=True)
+    c = a["c"]
+    n = len(c)
+    ej, xj = tr["entry_j"].to_numpy(np.int64), tr["exit_j"].to_numpy(np.int64)
+    q = tr["qty"].to_numpy(np.float64)
+    ep = tr["entry_price"].to_numpy(np.float64)
+    efee = rules.fee_rate * q * ep
+    realized = np.zeros(n)
+    np.add.at(realized, xj, tr["pnl"].to_numpy(np.float64))
+    held = np.zeros(n + 1)  # qty held at the close of candle j: entries at ej, exits at xj
+    np.add.at(held, ej, q)
+    np.add.at(held, xj, -q)
+    cost = np.zeros(n + 1)
+    np.add.at(cost, ej, q * ep + efee)
+    np.add.at(cost, xj, -(q * ep + efee))
+    fund = np.zeros(n)
+    rate = a["fund"]
+    for k in range(len(tr)):  # funding due at the candles (ej, xj] of each trade, at the close before
+        js = np.flatnonzero(rate[ej[k] + 1:xj[k] + 1]) + ej[k] + 1
+        fund[js] -= rate[js] * q[k] * c[js - 1]
+    qty_open, cost_open = np.cumsum(held)[:n], np.cumsum(cost)[:n]
+    value = rules.capital + np.cumsum(realized) + np.cumsum(fund) + qty_open * c - cost_open
+    peak = np.maximum.accumulate(value)
+    rows: list[TradeRow] = [
+        (symbol, t.entry_time, t.exit_time, float(t.entry_price), float(t.exit_price), float(t.qty), float(t.fees),
+         float(t.pnl), str(t.exit_reason)) for t in tr.itertuples(index=False)]
+    p = tr["pnl"].to_numpy(np.float64)
+    wins, losses = float(p[p > 0].sum()), float(-p[p < 0].sum())
+    stats = {
+        "total_pnl": float(st["total_pnl"]),
+        "return_pct": float(st["return_pct"]),
+        "trades": int(st["trades"]),
+        "win_rate": float(st["win_rate"]),
+        "profit_factor": (wins / losses if losses > 0 else (math.inf if wins > 0 else math.nan)) if len(p) else math.nan,
+        "max_drawdown_usd": float((peak - value).max()) if n else 0.0,
+        "max_drawdown_pct": float(st["max_drawdown_pct"]),
+        "exposure": float((qty_open > 1e-12).mean()) if n else 0.0,
+        "fees": float(tr["fees"].sum()),
+        "final_equity": float(rules.capital + st["total_pnl"]),
+        "candles": n,
+        "ambiguous": int(st["ambiguous"]),
+        "ambiguous_resolved": int(st["ambiguous_resolved"]),
+        "total_pnl_best": float(st["total_pnl_other"]),
+        "slippage": slippage_cost(tr, rules),
+        "funding": float(st["funding"]),
+    }
+    utc = df.index.tz_convert("UTC")
+    buy, sell = crossover(c, rules.fast, rules.slow)
+    return rows, stats, pd.Series(value - rules.capital, utc), pd.Series(qty_open > 1e-12, utc), \
+        _signals(df.index, c, buy, sell, rules)
 
 
 def _usd_drawdown(dd: Any) -> float:
@@ -231,30 +336,64 @@ def symbol_stats(pf: Any, rules: Rules) -> dict[str, Any]:
     }
 
 
-def run(frames: dict[str, pd.DataFrame], rules: Rules) -> BacktestResult:
+def _inputs(frames: dict[str, pd.DataFrame], order: list[str], rules: Rules,
+            detail_frames: dict[str, pd.DataFrame] | None,
+            funding: dict[str, pd.Series] | None) -> tuple[dict[str, pd.DataFrame | None], dict[str, pd.Series | None]]:
+    """Per symbol: its detail candles and funding series, checked against the rules (clear errors
+    before anything runs)."""
+    if rules.detail is None and detail_frames:
+        raise ValueError("detail_frames: detail candles given but rules.detail is None; set detail='1m' in the rules")
+    if rules.detail is not None:
+        missing = [s for s in order if not detail_frames or s not in detail_frames]
+        if missing:
+            raise ValueError(f"detail_frames: rules.detail={rules.detail!r} needs the {rules.detail} candles of "
+                             f"{', '.join(missing)} (history.load_frames(data, symbols, interval={rules.detail!r}))")
+    if funding is not None and not isinstance(funding, dict):
+        raise ValueError("funding: a dict {symbol: funding series} (pocklib.funding)")
+    extra = sorted(set(funding or {}) - set(order))
+    if extra:
+        raise ValueError(f"funding: series for symbols not in frames: {extra}")
+    return ({s: (detail_frames or {}).get(s) for s in order}, {s: (funding or {}).get(s) for s in order})
+
+
+def run(frames: dict[str, pd.DataFrame], rules: Rules, *, detail_frames: dict[str, pd.DataFrame] | None = None,
+        funding: dict[str, pd.Series] | None = None) -> BacktestResult:
     """Backtest every symbol of ``frames`` (canonical candle frames keyed by symbol) under ``rules``.
 
     Symbols are taken in ``rules.symbols`` order when listed there, then the others. Each runs on
     its own cash = ``rules.capital``; the combined stats and equity add the symbols' P&L.
+    ``detail_frames``: each symbol's ``rules.detail`` candles (needed when it is set);
+    ``funding``: ``{symbol: funding series}`` (:mod:`pocklib.funding`; a symbol without one pays
+    none). :func:`reference_mode` rules run on vectorbt, the others on the kernels (module doc).
     """
     if not frames:
         raise ValueError("frames: at least one symbol's candles are needed")
     order = [s for s in rules.symbols if s in frames] + [s for s in frames if s not in rules.symbols]
+    details, fundings = _inputs(frames, order, rules, detail_frames, funding)
+    on_vbt = reference_mode(rules, funding)
     portfolios, signals, gaps, stats, all_rows = {}, {}, {}, {}, []
     pnl_curves, in_pos = {}, {}
     for sym in order:
         rules.spec(sym)  # unknown symbol -> clear error
-        pf, rows, sig = run_symbol(frames[sym], rules, sym)
-        portfolios[sym], signals[sym] = pf, sig
+        utc = frames[sym].index.tz_convert("UTC") if isinstance(frames[sym].index, pd.DatetimeIndex) else None
+        if on_vbt:
+            pf, rows, sig = run_symbol(frames[sym], rules, sym)
+            portfolios[sym] = pf
+            st = symbol_stats(pf, rules)
+            amb, delta = _ambiguity(frames[sym], pd.DataFrame(rows, columns=TRADE_COLUMNS), rules)
+            st.update(ambiguous=amb, ambiguous_resolved=0, total_pnl_best=st["total_pnl"] + delta, slippage=0.0,
+                      funding=0.0)
+            pnl_curves[sym] = pd.Series(pf.value().to_numpy() - rules.capital, utc)
+            in_pos[sym] = pd.Series(pf.assets().to_numpy() > 0, utc)
+        else:
+            rows, st, pnl_curves[sym], in_pos[sym], sig = run_compiled(frames[sym], rules, sym, details[sym],
+                                                                        fundings[sym])
+        signals[sym] = sig
         gaps[sym] = history.gaps(frames[sym], rules.interval)
-        st = symbol_stats(pf, rules)
         st["gaps"] = len(gaps[sym])
         st["missing_candles"] = int(gaps[sym]["missing"].sum()) if len(gaps[sym]) else 0
         stats[sym] = st
         all_rows += rows
-        utc = frames[sym].index.tz_convert("UTC")
-        pnl_curves[sym] = pd.Series(pf.value().to_numpy() - rules.capital, utc)
-        in_pos[sym] = pd.Series(pf.assets().to_numpy() > 0, utc)
     trades = pd.DataFrame(all_rows, columns=TRADE_COLUMNS)
     trades = trades.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
 
@@ -282,6 +421,8 @@ def run(frames: dict[str, pd.DataFrame], rules: Rules) -> BacktestResult:
         "candles": len(union),
         "gaps": int(sum(stats[s]["gaps"] for s in order)),
         "missing_candles": int(sum(stats[s]["missing_candles"] for s in order)),
+        **{k: sum(stats[s][k] for s in order) for k in ("ambiguous", "ambiguous_resolved", "total_pnl_best",
+                                                         "slippage", "funding")},
     }
     return BacktestResult(
         trades=trades,
@@ -325,4 +466,5 @@ def save(result: BacktestResult, out_dir: str | Path, **extra: Any) -> dict[str,
     return paths
 
 
-__all__ = ["BacktestResult", "save", "stats_table", "run", "run_symbol", "symbol_stats"]
+__all__ = ["BacktestResult", "reference_mode", "run", "run_compiled", "run_symbol", "save", "slippage_cost",
+           "stats_table", "symbol_stats"]

@@ -1,9 +1,32 @@
-"""Compiled (numba) kernels behind :mod:`pocklib.sweep` and :mod:`pocklib.odds`. Pure maths, no I/O.
+"""Compiled (numba) kernels behind :mod:`pocklib.sweep`, :mod:`pocklib.odds` and the compiled modes of
+:mod:`pocklib.backtest`. Pure maths, no I/O.
 
-Everything here follows the rules.py conventions and mirrors vectorbt 1.2's
-``simulate_from_signals_nb`` step by step (stop check first, stop level = entry * (1 -/+ pct),
-gap through a level fills at the open, a stop candle ignores its own signal, vectorbt's
-cash check and float tolerances), so the numbers equal :func:`pocklib.backtest.run`.
+Everything here follows the rules.py conventions. For ``fill="close"`` without slippage, funding
+or detail candles the pair kernel mirrors vectorbt 1.2's ``simulate_from_signals_nb`` step by step
+(stop check first, stop level = entry * (1 -/+ pct), gap through a level fills at the open, a stop
+candle ignores its own signal, vectorbt's cash check and float tolerances), so the numbers equal
+:func:`pocklib.backtest.run`'s vectorbt reference. The other modes are modelled as the live loop
+(:mod:`pocklib.session` with the paper broker) trades them, and these kernels are their reference:
+
+* ``next_open`` (lag 1): the order of a signal on candle i goes out at candle i+1's open. A SELL
+  fills there unless that open is already through a stop level (the exchange-side stop fired first,
+  at the open). An entry's stop is live from its fill, so the entry candle's own range can close
+  the trade (:func:`candle_stop`, stop loss first when both levels are inside it). A BUY signalled
+  on a stop candle is taken (the position is already flat).
+* slippage: every market fill (entries, signal exits, stop fills: SL and TP orders are stop-market
+  orders, so a stop fill is a market fill too, and the end/flatten exits) moves ``slip`` (fraction)
+  against us: buys at ``price * (1 + slip)``, sells at ``price * (1 - slip)`` (:func:`buy_fill`,
+  :func:`sell_fill`). Sizing and the cash check use the unslipped price (what the live loop knows
+  when it sends the order); stop levels come from the slipped entry fill.
+* funding: a per-candle rate sum (fraction; the settlements ``T`` with previous open < T <= this
+  open, see :mod:`pocklib.funding`) is charged to a position held into the candle:
+  ``rate * qty * previous close`` USD paid by a long (received when negative).
+* detail: shorter candles inside each candle (``d_*``, candle j owns ``dq0[j]:dq1[j]``) order the
+  stop touches inside it (:func:`candle_stop`).
+* ambiguous candles (both levels inside a candle's range, the open above the stop loss: the rule
+  takes the stop loss, the take profit may have come first; :func:`ambiguous`) are counted, and
+  the P&L change under the other ordering (take profit first) is summed; ``tp_first`` runs that
+  other ordering.
 
 Signals are the exact integer crossover of :mod:`pocklib.signals`: closes in int64 units of
 1e-8 USD, window sums from one cumulative sum per symbol, "fast > slow" tested as
@@ -18,9 +41,10 @@ run time, with one exception, measured: a helper that takes *arrays* and runs on
 is slow (the odds kernel ran 5x slower when its per-candle step took the position arrays; the
 sweep ~10 % slower with its candle walks in helpers), most likely numba's reference counting
 of the array arguments. So helpers on hot paths take scalars, and the loops over candles stay
-in the kernels. Helpers live in this file on purpose: numba's on-disk cache of a kernel is
-keyed on this file only, so a helper imported from another module could change without the
-cached kernels noticing.
+in the kernels; :func:`candle_stop` takes the detail arrays but runs only on candles that touch a
+level (a scalar test first). Helpers live in this file on purpose: numba's on-disk cache of a
+kernel is keyed on this file only, so a helper imported from another module could change without
+the cached kernels noticing.
 """
 
 from __future__ import annotations
@@ -83,6 +107,14 @@ def stop_fill(open_: float, high: float, low: float, sl: float, tp: float) -> tu
     The same order as vectorbt 1.2 ``get_stop_price_nb``. This is the one definition of the
     rule: the kernels inline it (compiled), :func:`pocklib.book.stop_exit` runs it as Python
     (``stop_fill.py_func``), so backtest, sweep, odds, paper broker and session agree.
+    The price is before slippage (:func:`sell_fill` applies it).
+
+    The entry candle of ``fill="next_open"`` (the stop is live from the fill at its open): the
+    same rule, on the conservative reading of a candle whose whole range lies after its open. Its
+    low reaching ``sl`` is a stop loss at ``sl``; its high reaching ``tp`` is a take profit at
+    ``tp`` only when its low stays above ``sl`` (both touched: the stop loss, the worse order,
+    counted as :func:`ambiguous`). The entry is the open, so no gap fill happens there, unless
+    slippage puts the entry's own levels beyond the open (then the open fills, as a gap would).
     """
     if open_ <= sl:
         return open_, STOP_LOSS
@@ -93,6 +125,78 @@ def stop_fill(open_: float, high: float, low: float, sl: float, tp: float) -> tu
     if high >= tp:
         return tp, TAKE_PROFIT
     return np.nan, SIGNAL
+
+
+@njit(cache=True, inline="always")
+def ambiguous(open_: float, high: float, low: float, sl: float, tp: float) -> bool:
+    """True when a candle's range holds both levels (USD) and its open is above the stop loss: the
+    rule (:func:`stop_fill`) takes the stop loss, but the take profit may have come first (with
+    the open between the levels the order is unknown; with the open at or above the take profit
+    the take profit was first, vectorbt's rule still says stop loss). An open at or below the stop
+    loss settles it: the stop loss, at the open."""
+    return open_ > sl and low <= sl and high >= tp
+
+
+@njit(cache=True, inline="always")
+def ordered_fill(open_: float, high: float, low: float, sl: float, tp: float,
+                 tp_first: bool) -> tuple[float, int, float]:
+    """:func:`stop_fill`, or, with ``tp_first``, the other ordering on an :func:`ambiguous` candle
+    (the take profit: at the open when it opened at or above it, else at its level); and the
+    fill price of the ordering not taken (nan on a candle that is not ambiguous)."""
+    if ambiguous(open_, high, low, sl, tp):
+        tp_px = open_ if open_ >= tp else tp
+        if tp_first:
+            return tp_px, TAKE_PROFIT, sl
+        return sl, STOP_LOSS, tp_px
+    px, why = stop_fill(open_, high, low, sl, tp)
+    return px, why, np.nan
+
+
+@njit(cache=True, inline="always")
+def candle_stop(o: float, h: float, lo: float, sl: float, tp: float, d_o: F64, d_h: F64, d_l: F64, q0: int,
+                q1: int, tp_first: bool) -> tuple[float, int, bool, bool, float]:
+    """The stop rule of one candle (USD) for a position live from its open, resolved on its detail
+    candles ``d_*[q0:q1]`` (shorter candles inside it, in time order; none when q0 == q1):
+    ``(fill price before slippage or nan, reason code, ambiguous candle, still ambiguous after the
+    detail, the other ordering's fill price or nan)``.
+
+    A candle touching no level: nan. An open at or below the stop loss: the stop loss at the open
+    (the open is the candle's first trade; no detail needed). Otherwise the first detail candle
+    that touches a level decides, by :func:`ordered_fill` on it (a gap at its open fills at that
+    open), so the order inside the candle is known except inside that one shorter candle
+    (freqtrade's ``--timeframe-detail``), and a jump between two shorter candles fills where the
+    price was. No detail, or no detail candle touching a level (detail missing for that part):
+    the candle's own rule, and its ambiguity stays. Runs only on candles that touch a level (its
+    callers test that with scalars first: it takes arrays)."""
+    if lo > sl and h < tp:
+        return np.nan, SIGNAL, False, False, np.nan
+    amb = ambiguous(o, h, lo, sl, tp)
+    if o > sl:
+        for q in range(q0, q1):
+            if d_l[q] <= sl or d_h[q] >= tp:
+                px, why, alt = ordered_fill(d_o[q], d_h[q], d_l[q], sl, tp, tp_first)
+                return px, why, amb, not np.isnan(alt), alt
+    px, why, alt = ordered_fill(o, h, lo, sl, tp, tp_first)
+    return px, why, amb, amb, alt
+
+
+@njit(cache=True, inline="always")
+def buy_fill(price: float, slip: float) -> float:
+    """A market buy's fill (USD): ``price`` moved ``slip`` (fraction) against us, up."""
+    return price * (1.0 + slip)
+
+
+@njit(cache=True, inline="always")
+def sell_fill(price: float, slip: float) -> float:
+    """A market sell's fill (USD): ``price`` moved ``slip`` (fraction) against us, down."""
+    return price * (1.0 - slip)
+
+
+@njit(cache=True, inline="always")
+def other_delta(px: float, alt: float, qty: float, slip: float, fee: float) -> float:
+    """P&L change (USD, after the exit fee) of an exit of ``qty`` at ``px`` (before slippage) on an
+    ambiguous candle, had the other ordering filled it at ``alt``."""
+    return (sell_fill(alt, slip) - sell_fill(px, slip)) * qty * (1.0 - fee)
 
 
 # -- one pair (the sweep) ---------------------------------------------------------------------
@@ -116,21 +220,30 @@ def _block_signals(csum: I64, i0: int, m: int, fast: int, slow: int, dbuf: I64, 
 
 
 @njit(cache=True, inline="always")
-def _buy(cash: float, size: float, price: float, fee: float, partial: int) -> tuple[bool, float, float, float]:
-    """vectorbt buy_nb (amount size, proportional fee, no slippage): (filled, cash after, size
-    bought, fee paid). Without cash for ``size * price + fee``: ``partial`` 0 buys what the cash
+def _buy(cash: float, size: float, ref: float, slip: float, fee: float,
+         partial: int) -> tuple[bool, float, float, float, float]:
+    """vectorbt buy_nb (amount size, proportional fee) at the order price ``ref``, filled at
+    :func:`buy_fill` of it: (filled, cash after, size bought, fee paid, fill price). The cash check
+    is on ``ref`` (what the live loop checks before it sends the order); with ``slip`` 0 this is
+    vectorbt's buy exactly. Without cash for ``size * ref + fee``: ``partial`` 0 buys what the cash
     allows (allow_partial=True), 1 rejects the order."""
     if size <= 0 or cash == 0:
-        return False, cash, 0.0, 0.0
-    req = size * price
+        return False, cash, 0.0, 0.0, ref
+    req = size * ref
     f = req * fee
     total = req + f
     if _is_close(total, cash) or total < cash:
-        return True, _add(cash, -total), size, f
+        if slip == 0.0:
+            return True, _add(cash, -total), size, f, ref
+        px = buy_fill(ref, slip)
+        req = size * px
+        f = req * fee
+        return True, _add(cash, -(req + f)), size, f, px
     if partial == 0 and cash / (1 + fee) > 0:
+        px = buy_fill(ref, slip)
         max_req = cash / (1 + fee)
-        return True, _add(cash, -cash), max_req / price, cash - max_req
-    return False, cash, 0.0, 0.0
+        return True, _add(cash, -cash), max_req / px, cash - max_req, px
+    return False, cash, 0.0, 0.0, ref
 
 
 @njit(cache=True, inline="always")
@@ -180,10 +293,12 @@ def _mark(cash: float, pos: float, close: float, peak: float, trough: float, max
 
 
 @njit(cache=True, inline="always")
-def _record_pair_trade(tr_i: I64, tr_f: F64, n: int, entry_j: int, exit_j: int, reason: int, size: float,
-                       entry_px: float, px: float, entry_fee: float, exit_fee: float, pnl: float) -> None:
-    """Row ``n`` of a pair's trade table: ints (entry candle, exit candle, reason), floats (size,
-    entry price, exit price, entry fee, exit fee, pnl)."""
+def _record_pair_trade(record: bool, tr_i: I64, tr_f: F64, n: int, entry_j: int, exit_j: int, reason: int,
+                       size: float, entry_px: float, px: float, entry_fee: float, exit_fee: float, pnl: float) -> None:
+    """Row ``n`` of a pair's trade table when ``record`` and it fits: ints (entry candle, exit
+    candle, reason), floats (size, entry price, exit price, entry fee, exit fee, pnl)."""
+    if not record or n >= tr_i.shape[0]:
+        return
     tr_i[n, 0] = entry_j
     tr_i[n, 1] = exit_j
     tr_i[n, 2] = reason
@@ -205,19 +320,93 @@ def _tally(pnl: float, n_win: int, gross_win: float, gross_loss: float) -> tuple
     return n_win, gross_win, gross_loss
 
 
+@njit(cache=True, inline="always")
+def _brk(nf: int, j_last: int) -> int:
+    """The next candle the holding walk must stop at for bookkeeping: the next funding candle
+    ``nf`` or the forced last candle ``j_last`` (-1: none), whichever comes first."""
+    return nf if (j_last < 0 or nf < j_last) else j_last
+
+
+@njit(cache=True, inline="always")
+def _pay(cash: float, funding: float, amt: float, peak: float, trough: float,
+         pos: float) -> tuple[float, float, float, float]:
+    """A funding payment ``amt`` (USD, paid by the long; negative: received) while holding ``pos``:
+    (cash, funding total, c_lo, c_hi) after it (the value curve's bounds move with the cash)."""
+    cash -= amt
+    funding -= amt
+    return cash, funding, (trough - cash) / pos, (peak - cash) / pos
+
+
+@njit(cache=True, inline="always")
+def _needs_candle_stop(touched: bool, lag: int, sg: int, o: float, h: float, lo: float, sl: float, tp: float,
+                       use_detail: bool) -> bool:
+    """An exit on a touched candle that :func:`candle_stop` must settle: detail candles to read, or
+    both levels in the candle (not a next_open SELL at an open between the levels, which comes
+    before the candle's range)."""
+    if not touched or (lag == 1 and sg < 0 and sl < o < tp):
+        return False
+    return use_detail or ambiguous(o, h, lo, sl, tp)
+
+
+@njit(cache=True, inline="always")
+def _detail_range(use_detail: bool, dq0: I64, dq1: I64, j: int) -> tuple[int, int]:
+    """Candle j's detail candles d_*[q0:q1] (0, 0 without detail). Rare exits only (arrays)."""
+    if use_detail:
+        return dq0[j], dq1[j]
+    return 0, 0
+
+
+@njit(cache=True, inline="always")
+def _exit_at(lag: int, sg: int, touched: bool, o: float, h: float, lo: float, c: float, sl: float,
+             tp: float) -> tuple[float, int]:
+    """Price (USD, before slippage) and reason of the exit of a position on a candle where it exits
+    (a touch, a SELL of signal ``sg``, the forced end) and that needs neither detail candles nor the
+    ambiguity bookkeeping (:func:`candle_stop` does those). next_open (lag 1): a SELL fills at the
+    open unless the open is through a level."""
+    if lag == 1 and sg < 0 and sl < o < tp:
+        return o, SIGNAL
+    if touched:
+        return stop_fill(o, h, lo, sl, tp)
+    if sg < 0:
+        return c, SIGNAL
+    return c, END
+
+
+@njit(cache=True, inline="always")
+def _tally_ambiguity(a5: bool, a: bool, px: float, alt: float, pos: float, slip: float, fee: float, n_amb5: int,
+                     n_amb: int, other: float) -> tuple[int, int, float]:
+    """Ambiguous candle counts (before / after the detail) and the other ordering's P&L change sum
+    (USD) after an exit at ``px`` (the other ordering: ``alt``)."""
+    if a5:
+        n_amb5 += 1
+    if a:
+        n_amb += 1
+        other += other_delta(px, alt, pos, slip, fee)
+    return n_amb5, n_amb, other
+
+
+#: The pair kernels' results: P&L USD, max drawdown fraction, trades, wins, gross profit USD,
+#: gross loss USD, records written, ambiguous candles, ambiguous candles before the detail,
+#: P&L change USD under the other ordering, funding USD (received > 0).
+PairOut = tuple[float, float, int, int, float, float, int, int, int, float, float]
+
+
 @njit(cache=True)
 def simulate_pair(
     o: F64, h: F64, lo: F64, c: F64, csum: I64, qty: F64,
     fast: int, slow: int, capital: float, fee: float, sl_pct: float, tp_pct: float,
     lag: int, stop_base_close: bool, force_end: bool, partial: int, record: bool,
     tr_i: I64, tr_f: F64,
-) -> tuple[float, float, int, int, float, float, int]:
-    """One symbol, one (fast, slow) pair, vectorbt from_signals semantics, long only.
+    slip: float, fund: F64, fnext: I64, d_o: F64, d_h: F64, d_l: F64, dq0: I64, dq1: I64, tp_first: bool,
+) -> PairOut:
+    """One symbol, one (fast, slow) pair, long only (module doc: vectorbt from_signals semantics for
+    ``close``, the live loop's for the rest).
 
     o/h/lo/c: candle prices (USD, high/low bounding open/close); csum: cumulative int64 units of
     c (len n + 1, csum[0] = 0); qty[j]: size (base asset) of an entry ordered on candle j
     (0 = skip). lag 0 ("close"): a signal of candle i orders at i's close; lag 1 ("next_open"):
-    at candle i + 1's open, and a BUY whose signal candle was a stop candle is dropped.
+    at candle i + 1's open, the stop live from that fill (the entry candle can close the trade),
+    a SELL pre-empted only by an open through a level.
     stop_base_close: stop levels from the order candle's close (vectorbt's default
     StopEntryPrice.Close) instead of the fill price. force_end: no entry on the last candle and
     an exit forced there at its close (reason end; at its open for a next_open SELL).
@@ -225,11 +414,19 @@ def simulate_pair(
     (vectorbt allow_partial=True), 1 skips the entry. When ``record``: trades go to tr_i (k, 3:
     entry candle, exit candle, reason) and tr_f (k, 6: size, entry price, exit price, entry fee,
     exit fee, pnl).
+    slip: slippage fraction of every market fill (:func:`buy_fill`, :func:`sell_fill`). fund[j]:
+    funding rate sum settled at candle j's open (charged on a position held into j, at c[j - 1]);
+    fnext[j]: the next candle after j with fund != 0 (n: none). d_o/d_h/d_l, dq0/dq1: detail
+    candles of candle j are d_*[dq0[j]:dq1[j]] (dq0 empty: no detail). tp_first: the other
+    ordering on ambiguous candles.
 
-    Returns (final value - capital USD, max drawdown fraction >= 0 of the value curve, trades,
-    winning trades, gross profit USD, gross loss USD >= 0, records written).
+    Returns :data:`PairOut`: (final value - capital USD, max drawdown fraction >= 0 of the value
+    curve, trades, winning trades, gross profit USD, gross loss USD >= 0, records written,
+    ambiguous candles, ambiguous candles before the detail, P&L change under the other ordering
+    USD, funding USD).
     """
     n = c.shape[0]
+    use_detail = dq0.shape[0] > 0
     cash = capital
     pos = 0.0
     entry_px = 0.0
@@ -237,7 +434,6 @@ def simulate_pair(
     sl = 0.0
     tp = np.inf
     entry_j = -1
-    stop_j = -2
     peak = capital
     trough = capital
     max_dd = 0.0
@@ -245,12 +441,18 @@ def simulate_pair(
     n_win = 0
     gross_win = 0.0
     gross_loss = 0.0
+    n_amb = 0
+    n_amb5 = 0
+    other = 0.0
+    funding = 0.0
     cap = tr_i.shape[0]
     c_hi = np.inf
     c_lo = -np.inf
     dbuf = np.empty(BLOCK + 1, dtype=np.int64)
     sig = np.empty(BLOCK, dtype=np.int8)
     j_last = n - 1 if force_end else -1
+    nf = n
+    j_brk = j_last
     j_start = slow + lag  # first order candle whose signal candle i = j - lag has i >= slow
     for j0 in range(j_start, n, BLOCK):
         m = min(n, j0 + BLOCK) - j0
@@ -259,34 +461,34 @@ def simulate_pair(
         while t < m:
             if pos == 0:
                 # Flat: jump to the next BUY of the block; enter (vectorbt buy_nb) unless it is the
-                # last candle or, for next_open, its signal candle was a stop candle.
+                # last candle.
                 while t < m and sig[t] <= 0:
                     t += 1
                 if t == m:
                     break
                 j = j0 + t
                 t += 1
-                if j == j_last or (lag == 1 and stop_j == j - 1):
+                if j == j_last:
                     continue
-                price = c[j] if lag == 0 else o[j]
-                filled, cash, size, f = _buy(cash, qty[j], price, fee, partial)
+                filled, cash, size, f, price = _buy(cash, qty[j], c[j] if lag == 0 else o[j], slip, fee, partial)
                 if not filled:
                     continue
-                pos = size
-                entry_px = price
-                entry_fee = f
-                entry_j = j
+                pos, entry_px, entry_fee, entry_j = size, price, f, j
                 base = c[j] if stop_base_close else price
-                sl = base * (1 - sl_pct)
-                tp = base * (1 + tp_pct)
+                sl, tp = base * (1 - sl_pct), base * (1 + tp_pct)
+                nf = fnext[j]  # funding settled at j's open is not this position's (it came after)
+                j_brk = _brk(nf, j_last)
+                sg = 0
+                # next_open: the stop is live from the fill at j's open, so j's range can close it.
+                touched = lag == 1 and (lo[j] <= sl or h[j] >= tp)
             else:
-                # Holding: walk to the first candle with a stop touch, a SELL or the forced end,
-                # following the value curve only where the close leaves [c_lo, c_hi] (_mark).
-                # (These loops stay here, not in helpers: a helper taking the arrays pays
-                # reference counting on every call, measured ~10 % of the sweep.)
+                # Holding: walk to the first candle with a stop touch, a SELL, the forced end or a
+                # funding settlement, following the value curve only where the close leaves
+                # [c_lo, c_hi] (_mark). (These loops stay here, not in helpers: a helper taking
+                # the arrays pays reference counting on every call, measured ~10 % of the sweep.)
                 while t < m:
                     j = j0 + t
-                    if lo[j] <= sl or h[j] >= tp or sig[t] < 0 or j == j_last:
+                    if lo[j] <= sl or h[j] >= tp or sig[t] < 0 or j == j_brk:
                         break
                     cj = c[j]
                     if cj < c_lo or cj > c_hi:
@@ -295,18 +497,29 @@ def simulate_pair(
                 if t == m:
                     break
                 j = j0 + t
+                if j == nf:
+                    # funding settled at j's open, on the position held into j, at the last close; then
+                    # walk on from candle j (it may also be an exit). Out of the walk on purpose: in it,
+                    # the rare branch cost the sweep's hot loop a few % (registers).
+                    cash, funding, c_lo, c_hi = _pay(cash, funding, fund[j] * pos * c[j - 1], peak, trough, pos)
+                    nf = fnext[j]
+                    j_brk = _brk(nf, j_last)
+                    continue
                 sg = sig[t]
                 t += 1
-                if lo[j] <= sl or h[j] >= tp:  # a touch: the stop rule says at what price and why
-                    px, reason = stop_fill(o[j], h[j], lo[j], sl, tp)
-                    stop_j = j
-                elif sg < 0:
-                    px, reason = (c[j] if lag == 0 else o[j]), SIGNAL
+                touched = lo[j] <= sl or h[j] >= tp
+            if touched or sg < 0 or (pos > 0 and j == j_last):
+                if _needs_candle_stop(touched, lag, sg, o[j], h[j], lo[j], sl, tp, use_detail):
+                    # the rare exits: ordered by detail candles, or both levels in the candle. (The
+                    # common ones skip this: on every exit it cost the sweep a few %, measured.)
+                    q0, q1 = _detail_range(use_detail, dq0, dq1, j)
+                    px, reason, a5, a, alt = candle_stop(o[j], h[j], lo[j], sl, tp, d_o, d_h, d_l, q0, q1, tp_first)
+                    n_amb5, n_amb, other = _tally_ambiguity(a5, a, px, alt, pos, slip, fee, n_amb5, n_amb, other)
                 else:
-                    px, reason = c[j], END
+                    px, reason = _exit_at(lag, sg, touched, o[j], h[j], lo[j], c[j], sl, tp)
+                px = sell_fill(px, slip)
                 cash, f, pnl = _sell(cash, pos, px, entry_px, entry_fee, fee)
-                if record and n_tr < cap:
-                    _record_pair_trade(tr_i, tr_f, n_tr, entry_j, j, reason, pos, entry_px, px, entry_fee, f, pnl)
+                _record_pair_trade(record, tr_i, tr_f, n_tr, entry_j, j, reason, pos, entry_px, px, entry_fee, f, pnl)
                 n_tr += 1
                 n_win, gross_win, gross_loss = _tally(pnl, n_win, gross_win, gross_loss)
                 pos = 0.0
@@ -314,7 +527,12 @@ def simulate_pair(
             peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, c[j], peak, trough, max_dd, c_lo, c_hi)
     max_dd = _last_fall(peak, trough, max_dd)
     value = cash + pos * c[n - 1]
-    return value - capital, max_dd, n_tr, n_win, gross_win, gross_loss, min(n_tr, cap)
+    return (value - capital, max_dd, n_tr, n_win, gross_win, gross_loss, min(n_tr, cap), n_amb, n_amb5, other,
+            funding)
+
+
+#: Columns of :func:`sweep_kernel`'s output after :data:`METRICS`.
+EXTRA = ("ambiguous", "ambiguous_5m", "pnl_other", "funding")
 
 
 @njit(cache=True, parallel=True)
@@ -322,20 +540,24 @@ def sweep_kernel(
     o: F64, h: F64, lo: F64, c: F64, csum: I64, qty: F64,
     fasts: I64, slows: I64, capital: float, fee: float, sl_pct: float, tp_pct: float,
     lag: int, stop_base_close: bool, force_end: bool, partial: int,
+    slip: float, fund: F64, fnext: I64, d_o: F64, d_h: F64, d_l: F64, dq0: I64, dq1: I64,
 ) -> F64:
-    """Metrics (pairs, len(METRICS)) of every (fasts[k], slows[k]) pair, parallel over pairs.
+    """Metrics (pairs, len(METRICS) + len(EXTRA)) of every (fasts[k], slows[k]) pair, parallel over
+    pairs: :data:`METRICS`, then ambiguous candles, ambiguous candles before the detail, P&L change
+    (USD) under the other ordering, funding (USD).
 
     No bars x pairs matrix: each pair walks the candles once, reading window sums from the one
     cumulative sum ``csum``. Drawdown in percent of the running peak of the value curve.
     """
     m = fasts.shape[0]
-    out = np.empty((m, 6), dtype=np.float64)
+    out = np.empty((m, 10), dtype=np.float64)
     no_i = np.empty((0, 3), dtype=np.int64)
     no_f = np.empty((0, 6), dtype=np.float64)
     for k in prange(m):
-        pnl, dd, n_tr, n_win, gw, gl, _ = simulate_pair(
+        pnl, dd, n_tr, n_win, gw, gl, _, amb, amb5, oth, fnd = simulate_pair(
             o, h, lo, c, csum, qty, fasts[k], slows[k], capital, fee, sl_pct, tp_pct,
             lag, stop_base_close, force_end, partial, False, no_i, no_f,
+            slip, fund, fnext, d_o, d_h, d_l, dq0, dq1, False,
         )
         out[k, 0] = pnl
         out[k, 1] = 100.0 * pnl / capital
@@ -348,6 +570,10 @@ def sweep_kernel(
             out[k, 5] = gw / gl
         else:
             out[k, 5] = np.inf if gw > 0 else np.nan
+        out[k, 6] = amb
+        out[k, 7] = amb5
+        out[k, 8] = oth
+        out[k, 9] = fnd
     return out
 
 
@@ -389,8 +615,8 @@ def _intent(side: int, qty: float, last: bool) -> int:
 @njit(cache=True, inline="always")
 def _close(k: int, ev: int, px: float, why: int, fee: float, qty: F64, entry: F64, efee: F64, entry_ev: I64,
            record: bool, tr_i: I64, tr_f: F64, realized: float, n_tr: int, n_win: int) -> tuple[float, int, int]:
-    """Close symbol k's long at ``px`` on event ``ev`` (reason ``why``, fee paid): record the trade,
-    return (realized P&L USD, trades, winning trades) after it."""
+    """Close symbol k's long at the fill ``px`` (USD, slippage in) on event ``ev`` (reason ``why``,
+    fee paid): record the trade, return (realized P&L USD, trades, winning trades) after it."""
     f = fee * qty[k] * px
     fees = efee[k] + f
     pnl = (px - entry[k]) * qty[k] - fees
@@ -401,43 +627,26 @@ def _close(k: int, ev: int, px: float, why: int, fee: float, qty: F64, entry: F6
 
 
 @njit(cache=True, inline="always")
-def _open(k: int, e: int, px: float, q: float, capital: float, realized: float, fee: float, sl_pct: float,
-          tp_pct: float, qty: F64, entry: F64, efee: F64, sl: F64, tp: F64, entry_ev: I64) -> None:
-    """Open a long of ``q`` on symbol k at ``px`` on event e when the one capital allows it:
-    capital + realized - open notional - notional - fee >= 0. Sets its stop levels."""
-    notional = q * px
+def _open(k: int, e: int, hint: float, px: float, q: float, capital: float, avail: float, fee: float,
+          sl_pct: float, tp_pct: float, qty: F64, entry: F64, efee: F64, sl: F64, tp: F64, entry_ev: I64) -> bool:
+    """Open a long of ``q`` on symbol k at the fill ``px`` on event e when the one capital allows it
+    at the order price ``hint`` (USD; what the session checks before sending): capital + ``avail``
+    (realized + funding) - open notional - notional - fee >= 0. Sets its stop levels from ``px``.
+    Returns whether it opened."""
+    notional = q * hint
     open_notional = 0.0
     for kk in range(qty.shape[0]):
         if qty[kk] > 0:
             open_notional += qty[kk] * entry[kk]
-    if capital + realized - open_notional - notional - fee * notional >= 0:
+    if capital + avail - open_notional - notional - fee * notional >= 0:
         qty[k] = q
         entry[k] = px
         efee[k] = fee * q * px
         sl[k] = px * (1 - sl_pct)
         tp[k] = px * (1 + tp_pct)
         entry_ev[k] = e
-
-
-@njit(cache=True, inline="always")
-def _at_open(o: float, h: float, lo: float, qty: float, sl: float, tp: float, pending: int,
-             last: bool) -> tuple[float, int, int, bool]:
-    """What happens to a symbol holding ``qty`` from a candle's open: the stop rule
-    (:func:`stop_fill`) of a position opened before it, else (next_open) the previous candle's
-    order ``pending`` fills at this open. Returns (exit price or nan, exit reason, the order's
-    :func:`_intent` (a SELL's exit is in the price), stopped).
-
-    Scalars only: it runs on every event, and array arguments would cost reference counting."""
-    px, why = np.nan, SIGNAL
-    if qty > 0:
-        px, why = stop_fill(o, h, lo, sl, tp)
-    stopped = not np.isnan(px)
-    go = 0
-    if pending != 0 and not stopped:
-        go = _intent(pending, qty, last)
-    if go < 0:
-        px, why = o, SIGNAL
-    return px, why, go, stopped
+        return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -465,14 +674,40 @@ def _session_stop(total: float, target: float, max_loss: float, close_ms: int, e
     return _GO_ON
 
 
+@njit(cache=True, inline="always")
+def _due(rate: float, qty: float, mark: float) -> float:
+    """Funding (USD) a long of ``qty`` pays at a settlement of ``rate`` at ``mark``; 0 when flat."""
+    if qty > 0 and rate != 0.0:
+        return rate * qty * mark
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _sells_at_open(go: int, o: float, sl: float, tp: float) -> bool:
+    """A pending SELL (``go`` < 0) fills at the open ``o`` unless the open is through a level."""
+    return go < 0 and sl < o < tp
+
+
+@njit(cache=True, inline="always")
+def _touches(lo: float, h: float, sl: float, tp: float) -> bool:
+    """The candle's range reaches a level."""
+    return lo <= sl or h >= tp
+
+
+#: The session kernel's results: P&L USD (funding in), stop reason code, trades, last event
+#: processed, winning trades, ambiguous candles, ambiguous candles before the detail, funding USD.
+SessionOut = tuple[float, int, int, int, int, int, int, float]
+
+
 @njit(cache=True)
 def simulate_session(
     e0: int, ev_t: np.ndarray, ev_k: np.ndarray, ev_o: np.ndarray, ev_h: np.ndarray, ev_lo: np.ndarray,
     ev_c: np.ndarray, ev_sig: np.ndarray, ev_qc: np.ndarray, ev_qo: np.ndarray, ev_last: np.ndarray,
     n_sym: int, interval_ms: int, session_ms: int, capital: float, fee: float, sl_pct: float,
     tp_pct: float, target: float, max_loss: float, lag: int, record: bool, tr_i: np.ndarray,
-    tr_f: np.ndarray,
-) -> tuple[float, int, int, int, int]:
+    tr_f: np.ndarray, slip: float, ev_fund: np.ndarray, d_o: np.ndarray, d_h: np.ndarray, d_l: np.ndarray,
+    ev_q0: np.ndarray, ev_q1: np.ndarray, tp_first: bool,
+) -> SessionOut:
     """One session from event e0 (the first candle opening at its start time), pocklib.session's
     order of events with a paper broker, all symbols sharing one book and one capital.
 
@@ -480,16 +715,22 @@ def simulate_session(
     rules.symbols order): ev_t open time (ms), ev_k symbol index, OHLC (USD), ev_sig the exact
     crossover signal of that candle on the symbol's whole history (+1 BUY, -1 SELL, 0; the MA
     state is never reset), ev_qc / ev_qo order_qty at the close / open, ev_last the symbol's
-    last candle of the data (no entry there). lag 0: fills at the close; lag 1: at the next
-    candle's open of the symbol (a stop on that candle drops the pending order).
-    Fees ``fee * qty * price``; a BUY needs capital + realized - open notional - notional - fee
-    >= 0; P&L marked to each symbol's last close; stop rules after every candle; a candle opening
-    at or after start + session ends the session before it is processed. When ``record``:
-    trades into tr_i (k, 4: symbol, entry event, exit event, reason) and tr_f (k, 5: qty, entry
-    price, exit price, fees, pnl); a flatten exit's event is the symbol's last processed candle.
+    last candle of the data (no entry there), ev_fund the funding rate sum settled at the
+    candle's open (charged on a position held into it at the symbol's last close), ev_q0/ev_q1
+    the candle's detail candles in d_o/d_h/d_l (ev_q0 == ev_q1: none).
+    Per event: (0) funding; (1) at the open: lag 1's pending order (a SELL fills at the open
+    unless the open is through a stop level; a BUY opens and its stop is live at once), else the
+    stop rule (:func:`candle_stop`) of the position; (2) the close: lag 0 acts on the signal unless
+    a stop fired on the candle, lag 1 makes it the next open's order (also after a stop);
+    (3) mark to the close, the stop rules. Fills carry ``slip`` (:func:`buy_fill`,
+    :func:`sell_fill`); fees ``fee * qty * fill``; a BUY needs capital + realized + funding - open
+    notional - notional - fee >= 0 at the order price; P&L (realized + marked - entry fees +
+    funding) marked to each symbol's last close; a candle opening at or after start + session
+    ends the session before it is processed. When ``record``: trades into tr_i (k, 4: symbol,
+    entry event, exit event, reason) and tr_f (k, 5: qty, entry price, exit price, fees, pnl); a
+    flatten exit's event is the symbol's last processed candle (at its close, slippage in).
 
-    Returns (session P&L USD after flattening, stop reason code, trades, last event index
-    processed, winning trades).
+    Returns :data:`SessionOut`.
     """
     start = ev_t[e0]
     end = start + session_ms
@@ -504,8 +745,11 @@ def simulate_session(
     entry_ev = np.full(n_sym, -1)
     pending = np.zeros(n_sym, dtype=np.int8)
     realized = 0.0
+    funding = 0.0
     n_tr = 0
     n_win = 0
+    n_amb = 0
+    n_amb5 = 0
     reason = DATA_END
     e = e0
     e_done = e0 - 1
@@ -515,33 +759,47 @@ def simulate_session(
             break
         k = ev_k[e]
         o = ev_o[e]
+        h = ev_h[e]
+        lo = ev_lo[e]
         c = ev_c[e]
-        # (1) SL/TP of a position opened before this candle, then a next_open order.
-        # (pending orders exist with lag 1 only; each is used, or dropped by a stop, at this open)
-        px, why, go, stopped = _at_open(o, ev_h[e], ev_lo[e], qty[k], sl[k], tp[k], pending[k], ev_last[e])
+        # (0) funding settled at this open, on a position held into the candle
+        funding -= _due(ev_fund[e], qty[k], mark[k])
+        # (1) the open: lag 1's pending order, the stop rule of the position
+        go = pending[k]
         pending[k] = 0
-        if not np.isnan(px):
-            realized, n_tr, n_win = _close(k, e, px, why, fee, qty, entry, efee, entry_ev, record, tr_i, tr_f,
-                                           realized, n_tr, n_win)
-        if go > 0 and ev_qo[e] > 0:
-            _open(k, e, o, ev_qo[e], capital, realized, fee, sl_pct, tp_pct, qty, entry, efee, sl, tp, entry_ev)
-        # (2) this candle's signal, unless a stop fired on it.
-        if not stopped:
+        stopped = False
+        check = qty[k] > 0
+        if check and _sells_at_open(go, o, sl[k], tp[k]):
+            realized, n_tr, n_win = _close(k, e, sell_fill(o, slip), SIGNAL, fee, qty, entry, efee, entry_ev,
+                                           record, tr_i, tr_f, realized, n_tr, n_win)
+            check = False
+        elif go > 0 and not check and not ev_last[e] and ev_qo[e] > 0:  # (a BUY is pending only when flat)
+            check = _open(k, e, o, buy_fill(o, slip), ev_qo[e], capital, realized + funding, fee, sl_pct, tp_pct,
+                          qty, entry, efee, sl, tp, entry_ev)
+        if check and _touches(lo, h, sl[k], tp[k]):  # scalars first: candle_stop takes arrays
+            px, why, a5, a, _ = candle_stop(o, h, lo, sl[k], tp[k], d_o, d_h, d_l, ev_q0[e], ev_q1[e], tp_first)
+            n_amb5 += 1 if a5 else 0
+            n_amb += 1 if a else 0
+            realized, n_tr, n_win = _close(k, e, sell_fill(px, slip), why, fee, qty, entry, efee, entry_ev,
+                                           record, tr_i, tr_f, realized, n_tr, n_win)
+            stopped = True
+        # (2) this candle's signal
+        if lag == 1:
+            pending[k] = _intent(ev_sig[e], qty[k], ev_last[e])
+        elif not stopped:
             go = _intent(ev_sig[e], qty[k], ev_last[e])
-            if lag == 1:
-                pending[k] = go
-            elif go < 0:
-                realized, n_tr, n_win = _close(k, e, c, SIGNAL, fee, qty, entry, efee, entry_ev, record, tr_i,
-                                               tr_f, realized, n_tr, n_win)
+            if go < 0:
+                realized, n_tr, n_win = _close(k, e, sell_fill(c, slip), SIGNAL, fee, qty, entry, efee, entry_ev,
+                                               record, tr_i, tr_f, realized, n_tr, n_win)
             elif go > 0 and ev_qc[e] > 0:
-                _open(k, e, c, ev_qc[e], capital, realized, fee, sl_pct, tp_pct, qty, entry, efee, sl, tp,
-                      entry_ev)
+                _open(k, e, c, buy_fill(c, slip), ev_qc[e], capital, realized + funding, fee, sl_pct, tp_pct, qty,
+                      entry, efee, sl, tp, entry_ev)
         # (3) mark to the close, then the session stop rules.
         mark[k] = c
         last_ev[k] = e
         e_done = e
         e += 1
-        reason = _session_stop(_marked_pnl(realized, qty, mark, entry, efee), target, max_loss,
+        reason = _session_stop(_marked_pnl(realized, qty, mark, entry, efee) + funding, target, max_loss,
                                ev_t[e_done] + interval_ms - 1, end)
         if reason != _GO_ON:
             break
@@ -552,9 +810,9 @@ def simulate_session(
     # Flatten at each symbol's last processed close, in rules.symbols order (reason end).
     for kk in range(n_sym):
         if qty[kk] > 0:
-            realized, n_tr, n_win = _close(kk, last_ev[kk], mark[kk], END, fee, qty, entry, efee, entry_ev, record,
-                                           tr_i, tr_f, realized, n_tr, n_win)
-    return realized, reason, n_tr, e_done, n_win
+            realized, n_tr, n_win = _close(kk, last_ev[kk], sell_fill(mark[kk], slip), END, fee, qty, entry, efee,
+                                           entry_ev, record, tr_i, tr_f, realized, n_tr, n_win)
+    return realized + funding, reason, n_tr, e_done, n_win, n_amb, n_amb5, funding
 
 
 @njit(cache=True, parallel=True)
@@ -563,25 +821,35 @@ def odds_kernel(
     ev_lo: F64, ev_c: F64, ev_sig: I8, ev_qc: F64, ev_qo: F64,
     ev_last: Bools, n_sym: int, interval_ms: int, session_ms: int, capital: float, fee: float,
     sl_pct: float, tp_pct: float, target: float, max_loss: float, lag: int,
-) -> tuple[F64, I8, npt.NDArray[np.int32], I64, npt.NDArray[np.int32]]:
+    slip: float, ev_fund: F64, d_o: F64, d_h: F64, d_l: F64, ev_q0: I64, ev_q1: I64, tp_first: bool,
+) -> tuple[F64, I8, npt.NDArray[np.int32], I64, npt.NDArray[np.int32], npt.NDArray[np.int32],
+           npt.NDArray[np.int32], F64]:
     """Every session starting at the events ``starts``, in parallel: (pnl USD, reason code,
-    trades, last event processed, winning trades) per start."""
+    trades, last event processed, winning trades, ambiguous candles, ambiguous candles before the
+    detail, funding USD) per start."""
     m = starts.shape[0]
     pnl = np.empty(m)
     reason = np.empty(m, dtype=np.int8)
     trades = np.empty(m, dtype=np.int32)
     last = np.empty(m, dtype=np.int64)
     wins = np.empty(m, dtype=np.int32)
+    amb = np.empty(m, dtype=np.int32)
+    amb5 = np.empty(m, dtype=np.int32)
+    fund = np.empty(m)
     no_i = np.empty((0, 4), dtype=np.int64)
     no_f = np.empty((0, 5), dtype=np.float64)
     for j in prange(m):
-        p, r, t, le, w = simulate_session(
+        p, r, t, le, w, a, a5, fu = simulate_session(
             starts[j], ev_t, ev_k, ev_o, ev_h, ev_lo, ev_c, ev_sig, ev_qc, ev_qo, ev_last, n_sym,
             interval_ms, session_ms, capital, fee, sl_pct, tp_pct, target, max_loss, lag, False, no_i, no_f,
+            slip, ev_fund, d_o, d_h, d_l, ev_q0, ev_q1, tp_first,
         )
         pnl[j] = p
         reason[j] = r
         trades[j] = t
         last[j] = le
         wins[j] = w
-    return pnl, reason, trades, last, wins
+        amb[j] = a
+        amb5[j] = a5
+        fund[j] = fu
+    return pnl, reason, trades, last, wins, amb, amb5, fund

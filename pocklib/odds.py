@@ -5,15 +5,22 @@ the history (or every k-th) and runs each to its end, compiled and in parallel. 
 session is what :func:`pocklib.session.replay` (``start=<that time>``, ``stops=True``) does on
 the same candles (tested trade for trade):
 
-* both symbols in one book sharing ``rules.capital`` (a BUY needs capital + realized - open
-  notional - notional - entry fee >= 0), candles in time order, equal open times in
-  ``rules.symbols`` order; per candle: SL/TP of a position opened before it, else its signal
-  (SELL closes, BUY opens at the close, or at the next candle's open for ``fill="next_open"``),
-  mark to the close, then the stop rules: total P&L (realized + marked - entry fees, USD)
-  >= ``target_usd`` -> "target", <= ``-max_loss_usd`` -> "max_loss", a candle opening at or
-  after start + hours -> "time"; then every position closes at its last close (reason "end");
+* both symbols in one book sharing ``rules.capital`` (a BUY needs capital + realized + funding -
+  open notional - notional - entry fee >= 0), candles in time order, equal open times in
+  ``rules.symbols`` order; per candle: funding due on a position held into it, SL/TP of the
+  position (``fill="next_open"``: the previous candle's order at this open first, a new entry
+  protected at once), else its signal (SELL closes, BUY opens at the close, or at the next
+  candle's open for ``fill="next_open"``), mark to the close, then the stop rules: total P&L
+  (realized + marked - entry fees + funding, USD) >= ``target_usd`` -> "target", <=
+  ``-max_loss_usd`` -> "max_loss", a candle opening at or after start + hours -> "time"; then
+  every position closes at its last close (reason "end"); the fill rules, slippage, funding and
+  detail candles as :mod:`pocklib.kernels` (``simulate_session``) and :mod:`pocklib.backtest`;
 * warm-up: the MAs run over the whole history before the start (their state is never reset),
-  a position is never carried in; sizing, fees, stop levels as :mod:`pocklib.rules`.
+  a position is never carried in; sizing, fees, stop levels as :mod:`pocklib.rules`;
+* ambiguous candles (SL and TP both inside a candle while a position was open) are counted per
+  session, and each session with one is run again with the take profit first on them
+  (``pnl_best``: the session's stop rules may then end it otherwise), so every session has a P&L
+  range ``pnl`` (worse ordering) .. ``pnl_best``.
 
 Only starts whose full session lies inside the data are simulated. ``end`` of a session is the
 close time of the last candle it processed (UTC).
@@ -32,11 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from pocklib import funding as funding_mod
 from pocklib import kernels
 from pocklib.model import EXIT_REASONS, STOP_REASONS, TRADE_COLUMNS
 from pocklib.rules import Rules
 from pocklib.signals import crossover
-from pocklib.sweep import ohlc_arrays, order_qty_array
+from pocklib.sweep import detail_arrays, ohlc_arrays, order_qty_array, slip_of
 
 if TYPE_CHECKING:  # display only: plotly is imported by the function that draws
     import plotly.graph_objects as go
@@ -49,8 +57,10 @@ REASONS: tuple[str, ...] = STOP_REASONS[:4]
 class OddsResult:
     """Outcome of every simulated session.
 
-    sessions: DataFrame (start, end UTC; pnl USD after fees; reason in target/max_loss/time;
-    trades; wins). summary: dict of shares (fractions), P&L figures (USD), counts.
+    sessions: DataFrame (start, end UTC; pnl USD after fees and funding; reason in
+    target/max_loss/time; trades; wins; ambiguous, ambiguous_resolved candles; pnl_best USD, the
+    session re-run with the take profit first on its ambiguous candles; funding USD, received >
+    0). summary: dict of shares (fractions), P&L figures (USD), counts.
     by_hour: DataFrame indexed by the UTC hour of the start. seconds: compiled pass wall time.
     """
 
@@ -63,8 +73,10 @@ class OddsResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-#: Names of the event arrays (:func:`_events`), in the kernels' argument order.
+#: Names of the event arrays (:func:`_events`), in the kernels' argument order; then per event
+#: its funding rate due and its detail candles (:data:`EVENT_EXTRA`).
 EVENT_ARRAYS = ("t", "k", "o", "h", "lo", "c", "sig", "qc", "qo", "last")
+EVENT_EXTRA = ("fund", "q0", "q1")
 
 
 def _symbol_events(df: pd.DataFrame, rules: Rules, symbol: str, k: int) -> tuple[npt.NDArray[Any], ...]:
@@ -88,16 +100,38 @@ def _symbol_events(df: pd.DataFrame, rules: Rules, symbol: str, k: int) -> tuple
             order_qty_array(c, rules, symbol), order_qty_array(o, rules, symbol), last)
 
 
-def _events(frames: dict[str, pd.DataFrame], rules: Rules) -> dict[str, Any]:
+def _events(frames: dict[str, pd.DataFrame], rules: Rules, detail_frames: dict[str, pd.DataFrame] | None = None,
+            funding: dict[str, pd.Series] | None = None) -> dict[str, Any]:
     """Merged candle events of ``rules.symbols`` (time order, then rules.symbols order):
-    :data:`EVENT_ARRAYS` and ``"symbols"`` (the symbols found in ``frames``, in rules order)."""
+    :data:`EVENT_ARRAYS`, :data:`EVENT_EXTRA`, the detail candles ``d_o``/``d_h``/``d_l`` of every
+    symbol one after the other (``q0``/``q1`` index them) and ``"symbols"`` (the symbols found in
+    ``frames``, in rules order)."""
     syms = [s for s in rules.symbols if s in frames]
     if not syms:
         raise ValueError(f"frames: none of rules.symbols {list(rules.symbols)} in frames {list(frames)}")
+    if rules.detail is None and detail_frames:
+        raise ValueError("detail_frames: detail candles given but rules.detail is None; set detail='1m' in the rules")
+    if funding is not None and not isinstance(funding, dict):
+        raise ValueError("funding: a dict {symbol: funding series} (pocklib.funding)")
+    if sorted(set(funding or {}) - set(syms)):
+        raise ValueError(f"funding: series for symbols not in the session: {sorted(set(funding or {}) - set(syms))}")
     parts = [_symbol_events(frames[s], rules, s, k) for k, s in enumerate(syms)]
+    details = [detail_arrays(frames[s], (detail_frames or {}).get(s) if rules.detail else None, rules,
+                             f"detail_frames[{s}]") for s in syms]
+    off = np.cumsum([0] + [len(d["d_o"]) for d in details])
+    extra = []
+    for s, p, d, base in zip(syms, parts, details, off[:-1], strict=True):
+        fund = funding_mod.candle_rates(p[0], (funding or {}).get(s))
+        q0 = d["dq0"] + base if rules.detail else np.zeros(len(p[0]), np.int64)
+        q1 = d["dq1"] + base if rules.detail else np.zeros(len(p[0]), np.int64)
+        extra.append((fund, q0, q1))
     cols = [np.concatenate([p[j] for p in parts]) for j in range(len(EVENT_ARRAYS))]
+    cols += [np.concatenate([x[j] for x in extra]) for j in range(len(EVENT_EXTRA))]
     order = np.lexsort((cols[1], cols[0]))
-    ev: dict[str, Any] = {n: np.ascontiguousarray(a[order]) for n, a in zip(EVENT_ARRAYS, cols, strict=True)}
+    ev: dict[str, Any] = {n: np.ascontiguousarray(a[order])
+                          for n, a in zip(EVENT_ARRAYS + EVENT_EXTRA, cols, strict=True)}
+    for name in ("d_o", "d_h", "d_l"):
+        ev[name] = np.ascontiguousarray(np.concatenate([d[name] for d in details]))
     ev["symbols"] = syms
     return ev
 
@@ -110,6 +144,10 @@ KernelArgs = tuple[
     npt.NDArray[np.float64], npt.NDArray[np.bool_],
     int, int, int, float, float, float, float, float, float, int,
 ]
+#: Their last arguments: slippage fraction, per-event funding rate, detail candles (open, high,
+#: low USD) and each event's detail range (q0, q1).
+MarketArgs = tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64],
+                   npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 
 def _kernel_args(ev: dict[str, Any], rules: Rules) -> KernelArgs:
@@ -117,6 +155,10 @@ def _kernel_args(ev: dict[str, Any], rules: Rules) -> KernelArgs:
             len(ev["symbols"]), rules.interval_ms, rules.session_ms, float(rules.capital),
             float(rules.fee_rate), float(rules.stop_loss_pct), float(rules.take_profit_pct),
             float(rules.target_usd), float(rules.max_loss_usd), 0 if rules.fill == "close" else 1)
+
+
+def _market_args(ev: dict[str, Any], rules: Rules) -> MarketArgs:
+    return (slip_of(rules), ev["fund"], ev["d_o"], ev["d_h"], ev["d_l"], ev["q0"], ev["q1"])
 
 
 def start_events(ev: dict[str, Any], rules: Rules, every: int = 1) -> npt.NDArray[np.int64]:
@@ -131,14 +173,22 @@ def start_events(ev: dict[str, Any], rules: Rules, every: int = 1) -> npt.NDArra
     return out
 
 
-def session_odds(frames: dict[str, pd.DataFrame], rules: Rules, every: int = 1) -> OddsResult:
-    """Simulate a session from every ``every``-th candle open time of ``frames`` (see module doc)."""
-    ev = _events(frames, rules)
+def session_odds(frames: dict[str, pd.DataFrame], rules: Rules, every: int = 1, *,
+                 detail_frames: dict[str, pd.DataFrame] | None = None,
+                 funding: dict[str, pd.Series] | None = None) -> OddsResult:
+    """Simulate a session from every ``every``-th candle open time of ``frames`` (see module doc).
+    ``detail_frames`` / ``funding`` as :func:`pocklib.backtest.run`."""
+    ev = _events(frames, rules, detail_frames, funding)
     starts = start_events(ev, rules, every)
     if len(starts) == 0:
         raise ValueError(f"frames: shorter than one session ({rules.hours} h); no start to simulate")
     t0 = time.perf_counter()
-    pnl, reason, trades, last, wins = kernels.odds_kernel(starts, *_kernel_args(ev, rules))
+    base, market = _kernel_args(ev, rules), _market_args(ev, rules)
+    pnl, reason, trades, last, wins, amb, amb5, fund = kernels.odds_kernel(starts, *base, *market, False)
+    best = pnl.copy()
+    again = np.flatnonzero(amb > 0)
+    if len(again):  # the other ordering, where it matters: the stop rules may end the session otherwise
+        best[again] = kernels.odds_kernel(np.ascontiguousarray(starts[again]), *base, *market, True)[0]
     seconds = time.perf_counter() - t0
     sessions = pd.DataFrame({
         "start": pd.to_datetime(ev["t"][starts], unit="ms", utc=True),
@@ -147,6 +197,10 @@ def session_odds(frames: dict[str, pd.DataFrame], rules: Rules, every: int = 1) 
         "reason": pd.Categorical.from_codes(reason, categories=list(REASONS)),
         "trades": trades.astype(np.int64),
         "wins": wins.astype(np.int64),
+        "ambiguous": amb.astype(np.int64),
+        "ambiguous_resolved": (amb5 - amb).astype(np.int64),
+        "pnl_best": best,
+        "funding": fund,
     })
     return OddsResult(sessions=sessions, summary=summarize(sessions, rules), by_hour=by_hour(sessions),
                       rules=rules, every=int(every), seconds=seconds,
@@ -187,6 +241,24 @@ def summarize(sessions: pd.DataFrame, rules: Rules) -> dict[str, Any]:
         "time_positive_share": float((timed > 0).mean()) if len(timed) else math.nan,
         "mean_trades": float(sessions["trades"].mean()) if n else math.nan,
         "no_trade_share": float((sessions["trades"] == 0).mean()) if n else math.nan,
+        **_ambiguity_summary(sessions),
+    }
+
+
+def _ambiguity_summary(sessions: pd.DataFrame) -> dict[str, Any]:
+    """Ambiguous candles over the sessions and the P&L range they open (USD)."""
+    n = len(sessions)
+    if "ambiguous" not in sessions:
+        return {}
+    amb = sessions["ambiguous"]
+    best = sessions["pnl_best"]
+    return {
+        "ambiguous_share": float((amb > 0).mean()) if n else math.nan,
+        "ambiguous_candles": int(amb.sum()),
+        "ambiguous_resolved": int(sessions["ambiguous_resolved"].sum()),
+        "expected_pnl_best": float(best.mean()) if n else math.nan,
+        "max_pnl_spread": float((best - sessions["pnl"]).max()) if n else math.nan,
+        "mean_funding": float(sessions["funding"].mean()) if n else math.nan,
     }
 
 
@@ -206,10 +278,13 @@ def by_hour(sessions: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(range(24)).rename_axis("hour_utc")
 
 
-def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) -> dict[str, Any]:
+def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any, *,
+                   detail_frames: dict[str, pd.DataFrame] | None = None, funding: dict[str, pd.Series] | None = None,
+                   tp_first: bool = False) -> dict[str, Any]:
     """One session from ``start`` (Timestamp or ms; the first candle opening at or after it),
-    with its trades: {"trades": DataFrame (TRADE_COLUMNS), "pnl", "reason", "end"}."""
-    ev = _events(frames, rules)
+    with its trades: {"trades": DataFrame (TRADE_COLUMNS), "pnl", "reason", "end", "ambiguous",
+    "ambiguous_resolved", "funding"}. ``tp_first``: the other ordering on ambiguous candles."""
+    ev = _events(frames, rules, detail_frames, funding)
     ms = int(start) if isinstance(start, (int, np.integer)) else int(pd.Timestamp(start).value // 1_000_000)
     e0 = int(np.searchsorted(ev["t"], ms, side="left"))
     if e0 >= len(ev["t"]):
@@ -217,7 +292,8 @@ def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) ->
     cap = 4 * len(ev["symbols"]) * (int(rules.session_ms // rules.interval_ms) + 2)
     tr_i = np.empty((cap, 4), dtype=np.int64)
     tr_f = np.empty((cap, 5), dtype=np.float64)
-    pnl, reason, n_tr, last, _ = kernels.simulate_session(e0, *_kernel_args(ev, rules), True, tr_i, tr_f)
+    pnl, reason, n_tr, last, _, amb, amb5, fund = kernels.simulate_session(
+        e0, *_kernel_args(ev, rules), True, tr_i, tr_f, *_market_args(ev, rules), bool(tp_first))
     k = min(n_tr, cap)
     syms = np.array(ev["symbols"], dtype=object)
     times = pd.to_datetime(ev["t"], unit="ms", utc=True)
@@ -235,7 +311,8 @@ def simulate_start(frames: dict[str, pd.DataFrame], rules: Rules, start: Any) ->
     if len(trades):
         trades = trades.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
     end = pd.Timestamp(int(ev["t"][last]) + rules.interval_ms, unit="ms", tz="UTC") if last >= 0 else None
-    return {"trades": trades, "pnl": float(pnl), "reason": REASONS[reason], "end": end}
+    return {"trades": trades, "pnl": float(pnl), "reason": REASONS[reason], "end": end, "ambiguous": int(amb),
+            "ambiguous_resolved": int(amb5 - amb), "funding": float(fund)}
 
 
 def odds_histogram(result: OddsResult, bins: int = 60) -> go.Figure:

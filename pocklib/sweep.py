@@ -1,12 +1,14 @@
 """Fused parameter sweep of the MA crossover: every (fast, slow) pair in one compiled pass.
 
 ``sweep(frame, rules)`` backtests each pair of windows on one symbol's candles under the same
-rules and conventions as :func:`pocklib.backtest.run` (vectorbt from_signals: fees, SL/TP from the
-fill price, gap fills at the open, the stop candle ignores its own signal, ``order_qty`` sizing
-with lot rounding and the min-notional policy, ``fill`` close/next_open, an exit forced on the
-last candle, entries needing notional + fee in cash) and returns per pair: total P&L (USD),
-return (% of capital), trades, win rate (fraction), max drawdown (% of the running peak of
-equity, as backtest's ``max_drawdown_pct``) and profit factor — equal to backtest's stats.
+rules and conventions as :func:`pocklib.backtest.run` (fees, SL/TP from the fill price, gap fills
+at the open, ``order_qty`` sizing with lot rounding and the min-notional policy, ``fill``
+close/next_open as :mod:`pocklib.kernels` models them, slippage, funding and detail candles, an
+exit forced on the last candle, entries needing notional + fee in cash) and returns per pair:
+total P&L (USD), return (% of capital), trades, win rate (fraction), max drawdown (% of the
+running peak of equity, as backtest's ``max_drawdown_pct``) and profit factor — equal to
+backtest's stats; and (:attr:`SweepResult.ambiguous`) the ambiguous candles and the P&L under the
+other ordering of their two touches.
 
 How it stays fast: one int64 cumulative sum of the closes (units of 1e-8 USD) serves every
 window (a window sum is two reads), the crossing ``sum_fast * slow > sum_slow * fast`` is
@@ -27,9 +29,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from pocklib import funding as funding_mod
 from pocklib import kernels
 from pocklib.model import EXIT_REASONS, TRADE_COLUMNS
-from pocklib.rules import Rules, decimal_places, order_qty
+from pocklib.rules import INTERVAL_MS, Rules, decimal_places, order_qty
 from pocklib.signals import to_units
 
 if TYPE_CHECKING:  # display only: plotly and ipywidgets are imported by the functions that draw
@@ -41,6 +44,8 @@ I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 #: Rule arguments of the pair kernels: capital, fee, sl_pct, tp_pct, lag, stop_base_close, force_end, partial.
 KernelRules = tuple[float, float, float, float, int, bool, bool, int]
+#: Columns of :attr:`SweepResult.ambiguous` (counts, USD, USD).
+AMBIGUITY: tuple[str, ...] = ("ambiguous", "ambiguous_resolved", "total_pnl_best", "funding")
 
 #: Metric columns of :attr:`SweepResult.table` (units: USD, %, count, fraction, %, ratio).
 METRICS: tuple[str, ...] = kernels.METRICS
@@ -132,6 +137,43 @@ def order_qty_array(prices: npt.ArrayLike, rules: Rules, symbol: str) -> F64:
     return out
 
 
+def detail_arrays(frame: pd.DataFrame, detail: pd.DataFrame | None, rules: Rules,
+                  name: str = "detail") -> dict[str, npt.NDArray[Any]]:
+    """The detail candles of ``frame`` for the kernels: d_o, d_h, d_l (USD) and, per candle j of
+    ``frame``, dq0[j]:dq1[j] its detail candles (those opening in [open_j, open_j + interval)).
+    ``rules.detail`` None: empty arrays (no detail), and ``detail`` must be None; else ``detail``
+    is the rules.detail candles of the same symbol (canonical frame, checked)."""
+    if rules.detail is None:
+        if detail is not None:
+            raise ValueError(f"{name}: detail candles given but rules.detail is None; set detail='1m' in the rules")
+        e_f, e_i = np.empty(0), np.empty(0, np.int64)
+        return {"d_o": e_f, "d_h": e_f, "d_l": e_f, "dq0": e_i, "dq1": e_i}
+    if detail is None:
+        raise ValueError(f"{name}: rules.detail={rules.detail!r} needs the {rules.detail} candles of each symbol "
+                         f"(history.load_frames(data, symbols, interval={rules.detail!r}))")
+    if not isinstance(detail.index, pd.DatetimeIndex) or detail.index.tz is None:
+        raise ValueError(f"{name}: index must be a UTC DatetimeIndex of open times")
+    if not (detail.index.is_monotonic_increasing and detail.index.is_unique):
+        raise ValueError(f"{name}: index must be sorted and unique")
+    o, h, lo, c = ohlc_arrays(detail, name)
+    if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
+        raise ValueError(f"{name}: high/low do not bound open/close")
+    t1 = detail.index.as_unit("ms").asi8.astype(np.int64)
+    if len(t1) > 1 and int(np.diff(t1).min()) < INTERVAL_MS[rules.detail]:
+        raise ValueError(f"{name}: candles closer than {rules.detail}: not {rules.detail} candles")
+    t5 = frame.index.as_unit("ms").asi8.astype(np.int64)
+    return {"d_o": o, "d_h": h, "d_l": lo,
+            "dq0": np.searchsorted(t1, t5, side="left").astype(np.int64),
+            "dq1": np.searchsorted(t1, t5 + rules.interval_ms, side="left").astype(np.int64)}
+
+
+def funding_arrays(frame: pd.DataFrame, series: pd.Series | None) -> dict[str, npt.NDArray[Any]]:
+    """``fund`` (rate due per candle, :func:`pocklib.funding.candle_rates`) and ``fnext`` (the next
+    candle with a rate due) of one symbol's candles; zeros without a series."""
+    fund = funding_mod.candle_rates(frame.index.as_unit("ms").asi8.astype(np.int64), series)
+    return {"fund": fund, "fnext": funding_mod.next_due(fund)}
+
+
 def fill_prices(o: F64, c: F64, rules: Rules) -> F64:
     """Price (USD) of an order placed on candle j: its close ("close") or its open ("next_open",
     where the order candle is the one after the signal candle)."""
@@ -144,7 +186,12 @@ class SweepResult:
     """Metrics of every (fast, slow) pair on one symbol.
 
     table: DataFrame indexed by (fast, slow) with :data:`METRICS` columns. seconds: wall time
-    of the compiled pass (qty precompute included)."""
+    of the compiled pass (qty precompute included). ambiguous: DataFrame on the same index with
+    :data:`AMBIGUITY` columns: ambiguous candles (both SL and TP inside a candle while a position
+    was open; with detail candles, those the detail could not order), ambiguous candles the detail
+    resolved, total P&L (USD) had the other level been touched first on each ambiguous candle
+    (the same trades otherwise; ``total_pnl`` is the stop-loss-first, worse, ordering), funding
+    (USD, received > 0; in total_pnl)."""
 
     symbol: str
     table: pd.DataFrame
@@ -152,6 +199,7 @@ class SweepResult:
     candles: int
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    ambiguous: pd.DataFrame | None = None
 
     def pivot(self, metric: str = "total_pnl") -> pd.DataFrame:
         """``metric`` as a slow (rows) x fast (columns) grid; NaN where fast >= slow."""
@@ -209,15 +257,23 @@ def _symbol_of(frame: pd.DataFrame, rules: Rules, symbol: str | None) -> str:
     return str(sym).upper()
 
 
-def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int) -> dict[str, npt.NDArray[Any]]:
-    """Arrays every kernel call needs: o, h, lo, c, csum (int64 units), qty per order candle."""
+def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int, *, detail: pd.DataFrame | None = None,
+            funding: pd.Series | None = None) -> dict[str, npt.NDArray[Any]]:
+    """Arrays every kernel call needs: o, h, lo, c, csum (int64 units), qty per order candle, and
+    the funding (:func:`funding_arrays`) and detail (:func:`detail_arrays`) arrays."""
     o, h, lo, c = ohlc_arrays(frame, f"frames[{symbol}]")
     if ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
         raise ValueError(f"frames[{symbol}]: high/low do not bound open/close")
+    if (funding is not None or rules.detail is not None) and not isinstance(frame.index, pd.DatetimeIndex):
+        raise ValueError(f"frames[{symbol}]: index must be a UTC DatetimeIndex of open times")
+    fund = (funding_arrays(frame, funding) if funding is not None
+            else {"fund": np.zeros(len(c)), "fnext": np.full(len(c), len(c), np.int64)})
     return {
         "o": o, "h": h, "lo": lo, "c": c,
         "csum": units_cumsum(c, max_window),
         "qty": order_qty_array(fill_prices(o, c, rules), rules, symbol),
+        **fund,
+        **detail_arrays(frame, detail, rules, f"detail[{symbol}]"),
     }
 
 
@@ -228,50 +284,79 @@ def _kernel_args(rules: Rules) -> KernelRules:
             float(rules.take_profit_pct), lag, False, True, 1)
 
 
+def slip_of(rules: Rules) -> float:
+    """``rules.slippage_bps`` as a fraction (1 bps = 0.0001)."""
+    return float(rules.slippage_bps) / 10_000.0
+
+
+def _market(a: dict[str, npt.NDArray[Any]], rules: Rules) -> tuple[Any, ...]:
+    """The kernels' slippage, funding and detail arguments from :func:`prepare`'s arrays."""
+    return (slip_of(rules), a["fund"], a["fnext"], a["d_o"], a["d_h"], a["d_l"], a["dq0"], a["dq1"])
+
+
 def sweep(
     frame: pd.DataFrame,
     rules: Rules,
     fast: str | Iterable[int] = range(5, 60),
     slow: str | Iterable[int] = range(10, 201),
     symbol: str | None = None,
+    *,
+    detail: pd.DataFrame | None = None,
+    funding: pd.Series | None = None,
 ) -> SweepResult:
     """Backtest every pair (f, s), f in ``fast``, s in ``slow``, f < s, on one symbol's candles.
 
     ``frame``: canonical candle frame (open/high/low/close USD). ``symbol`` defaults to
     ``frame.attrs["symbol"]``, then ``rules.symbols[0]`` (its lot step and min notional size
-    the orders). Metrics equal ``pocklib.backtest.run`` for ``rules.with_(fast=f, slow=s)``.
+    the orders). ``detail``: the symbol's ``rules.detail`` candles (needed when it is set);
+    ``funding``: the symbol's funding series (:mod:`pocklib.funding`). Metrics equal
+    ``pocklib.backtest.run`` for ``rules.with_(fast=f, slow=s)`` with the same detail and funding.
     """
     sym = _symbol_of(frame, rules, symbol)
     fs, ss = pairs_grid(fast, slow)
     if len(frame) < int(ss.min()) + 1:
         raise ValueError(f"frame: {len(frame)} candles; need at least slow+1 = {int(ss.min()) + 1}")
     t0 = time.perf_counter()
-    a = prepare(frame, rules, sym, int(ss.max()))
-    out = kernels.sweep_kernel(a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], fs, ss, *_kernel_args(rules))
+    a = prepare(frame, rules, sym, int(ss.max()), detail=detail, funding=funding)
+    out = kernels.sweep_kernel(a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], fs, ss, *_kernel_args(rules),
+                               *_market(a, rules))
     seconds = time.perf_counter() - t0
     idx = pd.MultiIndex.from_arrays([fs, ss], names=["fast", "slow"])
-    table = pd.DataFrame(out, index=idx, columns=list(METRICS))
+    nm = len(METRICS)
+    table = pd.DataFrame(out[:, :nm], index=idx, columns=list(METRICS))
     table["trades"] = table["trades"].astype(np.int64)
-    return SweepResult(symbol=sym, table=table, rules=rules, candles=len(frame), seconds=seconds)
+    amb = pd.DataFrame({
+        "ambiguous": out[:, nm].astype(np.int64),
+        "ambiguous_resolved": (out[:, nm + 1] - out[:, nm]).astype(np.int64),
+        "total_pnl_best": out[:, 0] + out[:, nm + 2],
+        "funding": out[:, nm + 3],
+    }, index=idx)
+    return SweepResult(symbol=sym, table=table, rules=rules, candles=len(frame), seconds=seconds, ambiguous=amb)
 
 
 # -- one pair, with its trades (the compiled single backtest) -------------------------------
 def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
-                  arrays: dict[str, npt.NDArray[Any]] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+                  arrays: dict[str, npt.NDArray[Any]] | None = None, *, detail: pd.DataFrame | None = None,
+                  funding: pd.Series | None = None, tp_first: bool = False,
+                  candles: bool = False) -> tuple[pd.DataFrame, dict[str, float]]:
     """Compiled single backtest of ``rules.fast``/``rules.slow`` on one symbol: (trades, stats).
 
     trades: DataFrame with pocklib.book.TRADE_COLUMNS (same rows as backtest.run's for that
-    symbol); stats: the :data:`METRICS` of the pair. ``arrays`` (from :func:`prepare`) skips
-    the precompute when running many times on the same candles."""
+    symbol); stats: the :data:`METRICS` of the pair, then ``ambiguous``, ``ambiguous_resolved``,
+    ``total_pnl_other`` (see :class:`SweepResult`) and ``funding`` (USD). ``arrays`` (from
+    :func:`prepare`) skips the precompute when running many times on the same candles;
+    ``detail``/``funding`` as :func:`sweep`; ``tp_first`` runs the other ordering of ambiguous
+    candles. ``candles``: the trades frame also carries ``entry_j``/``exit_j`` (candle indices)."""
     sym = _symbol_of(frame, rules, symbol)
-    a = arrays if arrays is not None else prepare(frame, rules, sym, rules.slow)
+    a = arrays if arrays is not None else prepare(frame, rules, sym, rules.slow, detail=detail, funding=funding)
     cap = len(frame) // 2 + 2  # a trade spans at least one candle boundary
     tr_i = np.empty((cap, 3), dtype=np.int64)
     tr_f = np.empty((cap, 6), dtype=np.float64)
     capital, fee, slp, tpp, lag, base_close, force_end, partial = _kernel_args(rules)
-    pnl, dd, n_tr, n_win, gw, gl, k = kernels.simulate_pair(
+    market = (*_market(a, rules), bool(tp_first))
+    pnl, dd, n_tr, n_win, gw, gl, k, amb, amb5, other, fund = kernels.simulate_pair(
         a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], rules.fast, rules.slow,
-        capital, fee, slp, tpp, lag, base_close, force_end, partial, True, tr_i, tr_f,
+        capital, fee, slp, tpp, lag, base_close, force_end, partial, True, tr_i, tr_f, *market,
     )
     idx = frame.index
     trades = pd.DataFrame({
@@ -285,6 +370,9 @@ def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
         "pnl": tr_f[:k, 5],
         "exit_reason": np.array(EXIT_REASONS, dtype=object)[tr_i[:k, 2]],
     }, columns=TRADE_COLUMNS)
+    if candles:
+        trades["entry_j"] = tr_i[:k, 0]
+        trades["exit_j"] = tr_i[:k, 1]
     pf = gw / gl if gl > 0 else (math.inf if gw > 0 else math.nan)
     stats = {
         "total_pnl": pnl,
@@ -293,6 +381,10 @@ def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
         "win_rate": n_win / n_tr if n_tr else math.nan,
         "max_drawdown_pct": 100.0 * dd,
         "profit_factor": pf if n_tr else math.nan,
+        "ambiguous": int(amb),
+        "ambiguous_resolved": int(amb5 - amb),
+        "total_pnl_other": pnl + other,
+        "funding": fund,
     }
     return trades, stats
 
@@ -393,6 +485,7 @@ def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[in
 
 
 __all__ = [
-    "METRICS", "SweepResult", "backtest_pair", "order_qty_array", "pairs_grid", "prepare",
-    "show_in", "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum", "windows",
+    "AMBIGUITY", "METRICS", "SweepResult", "backtest_pair", "detail_arrays", "funding_arrays", "order_qty_array",
+    "pairs_grid", "prepare", "show_in", "slip_of", "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum",
+    "windows",
 ]

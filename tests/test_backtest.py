@@ -96,8 +96,16 @@ def reference(df: pd.DataFrame, rules: Rules, symbol: str) -> list[tuple]:
     for i in range(n):
         sig = xo.update(c[i])
         stopped = False
-        # (1) stops of a position filled before this candle: stop loss first, gaps fill at the open
-        if pos is not None and pos[0] < i:
+        if rules.fill == "next_open" and pending is not None:
+            # the previous candle's signal goes out at this open, before the candle's range: a SELL
+            # fills there unless the open is through a stop level (that stop fired first, below)
+            if pending == "SELL" and pos is not None and pos[4] < o[i] < pos[5]:
+                close_pos(i, o[i], "signal")
+            elif pending == "BUY" and pos is None:
+                open_pos(i, o[i])
+        # (1) stops of the position, live from its fill (close: from the next candle; next_open: from
+        # the fill at this open): stop loss first, gaps fill at the open
+        if pos is not None and (pos[0] < i or rules.fill == "next_open"):
             sl, tp = pos[4], pos[5]
             if o[i] <= sl:
                 close_pos(i, o[i], "stop_loss")
@@ -118,14 +126,7 @@ def reference(df: pd.DataFrame, rules: Rules, symbol: str) -> list[tuple]:
                 elif sig == "BUY" and pos is None:
                     open_pos(i, c[i])
         else:
-            # the previous candle's signal fills at this open, unless a stop fired on this candle
-            if pending is not None and not stopped:
-                if pending == "SELL" and pos is not None:
-                    close_pos(i, o[i], "signal")
-                elif pending == "BUY" and pos is None:
-                    open_pos(i, o[i])
-            # a candle whose stop closed the position does not act on its own signal
-            pending = None if stopped else sig
+            pending = sig  # acted on at the next open (after a stop too: the position is flat then)
         if i == n - 1 and pos is not None:
             close_pos(i, c[i], "end")
     return out
@@ -234,7 +235,7 @@ def test_sell_on_last_candle_is_a_signal_exit_and_no_entry_on_last_candle():
 def test_next_open_fill():
     rules = R.with_(fill="next_open")
     rows = [flat(100), flat(100), (100, 101, 100, 101),  # BUY at 2 -> fills at open of 3
-            (101.5, 102, 90, 101.6),  # fill candle: its low is not checked
+            (101.5, 102, 101, 101.6),  # fill candle: protected from its open, touches neither level
             (101.6, 103.1, 101, 102),  # TP from 101.5: 103.0225
             flat(102)]
     tr = one(rows, rules).trades
@@ -242,20 +243,24 @@ def test_next_open_fill():
     t = tr.iloc[0]
     assert t.entry_time == T0 + pd.Timedelta("15min") and t.entry_price == 101.5
     assert t.exit_reason == "take_profit" and t.exit_price == pytest.approx(101.5 * 1.015, rel=1e-12)
+    rows[3] = (101.5, 102, 90, 101.6)  # the fill candle's own low reaches the stop: stopped on it
+    t = one(rows, rules).trades.iloc[0]
+    assert t.exit_time == t.entry_time and t.exit_reason == "stop_loss"
+    assert t.exit_price == pytest.approx(101.5 * 0.99, rel=1e-12)
 
 
-def test_next_open_sell_fills_at_next_open_and_stop_candle_buy_dropped():
+def test_next_open_sell_fills_at_next_open_and_the_fill_candle_is_protected():
     rules = R.with_(fill="next_open")
     rows = [flat(100), flat(100), (100, 101, 100, 101), flat(101),  # BUY at 2 -> 101 at open of 3
             (101, 101.5, 100.5, 101.5), (101.5, 101.5, 100.5, 100.9),  # SELL at 5
             (100.7, 101, 100.5, 101),  # -> exit at open 100.7 (BUY at 6 too)
-            (101, 101.4, 99.5, 101.2),  # BUY at 6 filled at 101 of 7... stop? No: fill candle
-            (101.2, 101.3, 99.9, 101.3),  # stop 99.99 hit at 8; a BUY at 8 (101.2 -> 101.3)
-            flat(101.3), flat(101.3)]  # the BUY of the stop candle is not filled at 9's open
+            (101, 101.4, 99.5, 101.2),  # BUY at 6 filled at 101 at 7's open; stop 99.99 hit on 7 itself
+            (101.2, 101.3, 99.9, 101.3),
+            flat(101.3), flat(101.3)]
     tr = one(rows, rules).trades
     assert tr.exit_reason.tolist() == ["signal", "stop_loss"]
     assert tr.exit_price.tolist()[0] == 100.7
-    assert tr.entry_time.tolist()[1] == T0 + pd.Timedelta("35min")
+    assert tr.entry_time.tolist()[1] == tr.exit_time.tolist()[1] == T0 + pd.Timedelta("35min")
     assert_same(tr, reference(frame(rows), rules, "ETHUSDT"))
 
 
@@ -323,7 +328,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="high/low"):
         backtest.run({"ETHUSDT": bad}, R)
     with pytest.raises(ValueError, match="symbol"):
-        backtest.run({"DOGEUSDT": frame([flat(1)] * 5)}, R)
+        backtest.run({"XYZUSDT": frame([flat(1)] * 5)}, R)  # in no symbol snapshot
 
 
 # ---------------------------------------------------------------------------------------------

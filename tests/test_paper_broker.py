@@ -61,12 +61,18 @@ def test_stop_rule_on_next_candles(broker, o, h, lo, want):
     assert ([(f.price, f.reason) for f in fills] or [None])[0] == want
 
 
-def test_next_open_entry_arms_stops_from_the_candle_after(broker):
-    # filled at candle 11's open (time = its open time): candle 11 itself is the fill candle
+def test_next_open_entry_is_protected_from_its_open(broker):
+    # filled at candle 11's open (time = its open time): the whole of candle 11 comes after the fill,
+    # so its range can stop the position (as the exchange-side stop of the live loop would)
     broker.open_long("ETHUSDT", 0.05, 3000.0, "c1", 11 * IV)
     broker.protect("ETHUSDT", 0.05, 2970.0, 3045.0, "p1")
-    assert broker.on_candle(candle(11, 3000, 3100, 2900, 3000)) == []
-    assert broker.on_candle(candle(12, 3000, 3100, 2900, 3000))[0].reason == "stop_loss"
+    fills = broker.on_candle(candle(11, 3000, 3100, 2900, 3000))
+    assert [(f.price, f.reason, f.time) for f in fills] == [(2970.0, "stop_loss", 11 * IV)]
+    # a fill at a candle's close is protected from the next candle on
+    broker.open_long("ETHUSDT", 0.05, 3000.0, "c2", candle(12, 1, 1, 1, 1).close_time)
+    broker.protect("ETHUSDT", 0.05, 2970.0, 3045.0, "p2")
+    assert broker.on_candle(candle(12, 3000, 3100, 2900, 3000)) == []
+    assert broker.on_candle(candle(13, 3000, 3100, 2900, 3000))[0].reason == "stop_loss"
 
 
 def test_unprotect_close_and_flatten(broker):

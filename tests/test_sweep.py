@@ -161,7 +161,7 @@ def test_grid_and_errors() -> None:
     with pytest.raises(ValueError, match="finite"):
         sweep(bad, Rules(), [5], [10])
     with pytest.raises(ValueError, match="unknown symbol"):
-        sweep(df, Rules(), [5], [10], symbol="DOGEUSDT")
+        sweep(df, Rules(), [5], [10], symbol="XYZUSDT")  # in no symbol snapshot
 
 
 def test_heatmap_marks_session_pair() -> None:
