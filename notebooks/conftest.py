@@ -36,8 +36,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if cell is None:
             continue
         item.add_marker(pytest.mark.slow)
-        # one kernel runs a notebook's cells in order: under pytest-xdist they stay on one worker
-        item.add_marker(pytest.mark.xdist_group(name=f"nb-{Path(str(item.path)).name}"))
         if "parameters" in cell.metadata.get("tags", []):
             extra = OVERRIDES.get(Path(str(item.path)).name, {})
             lines = [f"{k} = {v!r}" for k, v in extra.items()]
