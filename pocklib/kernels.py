@@ -338,14 +338,16 @@ def _pay(cash: float, funding: float, amt: float, peak: float, trough: float,
 
 
 @njit(cache=True, inline="always")
-def _needs_candle_stop(touched: bool, lag: int, sg: int, o: float, h: float, lo: float, sl: float, tp: float,
+def _needs_candle_stop(lag: int, sg: int, o: float, h: float, lo: float, sl: float, tp: float,
                        use_detail: bool) -> bool:
-    """An exit on a touched candle that :func:`candle_stop` must settle: detail candles to read, or
-    both levels in the candle (not a next_open SELL at an open between the levels, which comes
-    before the candle's range)."""
-    if not touched or (lag == 1 and sg < 0 and sl < o < tp):
+    """An exit that :func:`candle_stop` must settle: a touched candle with detail candles to read,
+    or an :func:`ambiguous` one (not a next_open SELL at an open between the levels: it comes
+    before the candle's range). Cheap on the common exits: most fail ``h >= tp`` or ``lo <= sl``."""
+    if lag == 1 and sg < 0 and sl < o < tp:
         return False
-    return use_detail or ambiguous(o, h, lo, sl, tp)
+    if use_detail:
+        return lo <= sl or h >= tp
+    return h >= tp and lo <= sl and o > sl
 
 
 @njit(cache=True, inline="always")
@@ -357,15 +359,14 @@ def _detail_range(use_detail: bool, dq0: I64, dq1: I64, j: int) -> tuple[int, in
 
 
 @njit(cache=True, inline="always")
-def _exit_at(lag: int, sg: int, touched: bool, o: float, h: float, lo: float, c: float, sl: float,
-             tp: float) -> tuple[float, int]:
+def _exit_at(lag: int, sg: int, o: float, h: float, lo: float, c: float, sl: float, tp: float) -> tuple[float, int]:
     """Price (USD, before slippage) and reason of the exit of a position on a candle where it exits
     (a touch, a SELL of signal ``sg``, the forced end) and that needs neither detail candles nor the
     ambiguity bookkeeping (:func:`candle_stop` does those). next_open (lag 1): a SELL fills at the
     open unless the open is through a level."""
     if lag == 1 and sg < 0 and sl < o < tp:
         return o, SIGNAL
-    if touched:
+    if lo <= sl or h >= tp:
         return stop_fill(o, h, lo, sl, tp)
     if sg < 0:
         return c, SIGNAL
@@ -478,9 +479,10 @@ def simulate_pair(
                 sl, tp = base * (1 - sl_pct), base * (1 + tp_pct)
                 nf = fnext[j]  # funding settled at j's open is not this position's (it came after)
                 j_brk = _brk(nf, j_last)
-                sg = 0
-                # next_open: the stop is live from the fill at j's open, so j's range can close it.
-                touched = lag == 1 and (lo[j] <= sl or h[j] >= tp)
+                if lag == 0 or (lo[j] > sl and h[j] < tp):
+                    peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, c[j], peak, trough, max_dd, c_lo, c_hi)
+                    continue
+                sg = 0  # next_open: the stop is live from the fill at j's open, and j's range touches it
             else:
                 # Holding: walk to the first candle with a stop touch, a SELL, the forced end or a
                 # funding settlement, following the value curve only where the close leaves
@@ -507,22 +509,21 @@ def simulate_pair(
                     continue
                 sg = sig[t]
                 t += 1
-                touched = lo[j] <= sl or h[j] >= tp
-            if touched or sg < 0 or (pos > 0 and j == j_last):
-                if _needs_candle_stop(touched, lag, sg, o[j], h[j], lo[j], sl, tp, use_detail):
-                    # the rare exits: ordered by detail candles, or both levels in the candle. (The
-                    # common ones skip this: on every exit it cost the sweep a few %, measured.)
-                    q0, q1 = _detail_range(use_detail, dq0, dq1, j)
-                    px, reason, a5, a, alt = candle_stop(o[j], h[j], lo[j], sl, tp, d_o, d_h, d_l, q0, q1, tp_first)
-                    n_amb5, n_amb, other = _tally_ambiguity(a5, a, px, alt, pos, slip, fee, n_amb5, n_amb, other)
-                else:
-                    px, reason = _exit_at(lag, sg, touched, o[j], h[j], lo[j], c[j], sl, tp)
-                px = sell_fill(px, slip)
-                cash, f, pnl = _sell(cash, pos, px, entry_px, entry_fee, fee)
-                _record_pair_trade(record, tr_i, tr_f, n_tr, entry_j, j, reason, pos, entry_px, px, entry_fee, f, pnl)
-                n_tr += 1
-                n_win, gross_win, gross_loss = _tally(pnl, n_win, gross_win, gross_loss)
-                pos = 0.0
+            # The exit on candle j (a touch, a SELL, the forced end).
+            if _needs_candle_stop(lag, sg, o[j], h[j], lo[j], sl, tp, use_detail):
+                # the rare exits: ordered by detail candles, or both levels in the candle. (The
+                # common ones skip this: on every exit it cost the sweep a few %, measured.)
+                q0, q1 = _detail_range(use_detail, dq0, dq1, j)
+                px, reason, a5, a, alt = candle_stop(o[j], h[j], lo[j], sl, tp, d_o, d_h, d_l, q0, q1, tp_first)
+                n_amb5, n_amb, other = _tally_ambiguity(a5, a, px, alt, pos, slip, fee, n_amb5, n_amb, other)
+            else:
+                px, reason = _exit_at(lag, sg, o[j], h[j], lo[j], c[j], sl, tp)
+            px = sell_fill(px, slip)
+            cash, f, pnl = _sell(cash, pos, px, entry_px, entry_fee, fee)
+            _record_pair_trade(record, tr_i, tr_f, n_tr, entry_j, j, reason, pos, entry_px, px, entry_fee, f, pnl)
+            n_tr += 1
+            n_win, gross_win, gross_loss = _tally(pnl, n_win, gross_win, gross_loss)
+            pos = 0.0
             # Value curve after a fill (an entry, or an exit: vectorbt sell_nb of the whole position).
             peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, c[j], peak, trough, max_dd, c_lo, c_hi)
     max_dd = _last_fall(peak, trough, max_dd)
