@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from pocklib import history
-from pocklib.sample import write_sample
+from pocklib.sample import write_detail_sample, write_sample
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     gp.add_argument("--end")
     gp.add_argument("--cache-dir", help="cache folder (default data/cache)")
 
-    sm = sub.add_parser("sample", help="regenerate the synthetic sample files")
+    sm = sub.add_parser("sample", help="regenerate the synthetic sample files (5m candles and their 1m detail)")
     sm.add_argument("--out", default=None, help="output folder (default data/sample)")
 
     sy = sub.add_parser("symbols", help="list the USD-M symbol snapshot (data/exchange_info/usdm.json), or refresh it")
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diff(args)
         if args.command == "sample":
             out = args.out or str(history.data_dir() / "sample")
-            for path in write_sample(out):
+            for path in [*write_sample(out), *write_detail_sample(out)]:
                 print(f"wrote {path} (synthetic)")
             return 0
     except (ValueError, OSError) as e:  # DataError is a ValueError

@@ -408,6 +408,10 @@ class SessionDiff:
                f"The backtest re-run on the {n} closed candles the session handled (from its journal), with its "
                "rules and start state; trades matched one by one (shift = live - backtest; price differences "
                "USD and bps of the backtest price, live - backtest).", "", f"**{self.summary()}**", ""]
+        bps = self.slippage_bps()
+        if bps is not None:
+            out += [f"Slippage the session had: {bps:+.2f} bps on average per market fill (adverse > 0); "
+                    f"`slippage_bps={max(bps, 0.0):.1f}` in the backtest models it (docs/backtest-rules.md).", ""]
         if self.notes:
             out += [*(f"- {x}" for x in self.notes), ""]
         out += ["### Trade by trade", ""]

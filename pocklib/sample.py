@@ -10,7 +10,10 @@ seeded random process; they are **not** Binance data. They are shaped to exercis
 * missing candles: single ones and at least one multi-candle gap (never filled);
 * runs of equal closes (flat stretches, some longer than a slow MA window, so MAs tie exactly);
 * big gap-opens (open far from the previous close), the first one after an up-trend so a long
-  stop loss gets gapped through.
+  stop loss gets gapped through;
+* liquidation wicks: about one candle in five days reaches 3 % above and below its open, so an
+  open long's stop loss and take profit both lie inside one candle (the ambiguous candles of
+  docs/backtest-rules.md; the 1m detail sample orders most of them).
 
 Prices are USD, rounded to the symbol's tick (BTCUSDT 0.1, ETHUSDT 0.01, any other symbol of the
 USD-M snapshot :mod:`pocklib.symbols` its PRICE_FILTER tickSize); ``high >= max(open, close)`` and
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -205,6 +209,30 @@ def _log_path(log0: float, base_sd: float, k: float, z: F64, regime_u: F64, regi
     return lo, lc, sd
 
 
+#: Liquidation wicks: one candle in about WICK_DAYS days (at any interval) reaches WICK_LOG above
+#: and below its open (log), so a long's stop loss and take profit both lie inside it.
+WICK_DAYS = 5.0
+WICK_LOG = 0.03
+
+
+def _liquidation_wicks(h_t: npt.NDArray[np.int64], l_t: npt.NDArray[np.int64], log_open: F64, busy: Bools,
+                       days: float, seed: int,
+                       ticks: Callable[[F64], npt.NDArray[np.int64]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """High and low (ticks) with the wick candles widened to ``exp(+-WICK_LOG)`` of their open. The
+    candles are drawn by their own generator (seed ``[seed, 1]``), away from the events (``busy``)
+    and their neighbours, so the rest of the frame is the one it was without wicks."""
+    count = int(days / WICK_DAYS)
+    near = busy | np.roll(busy, 1) | np.roll(busy, -1)
+    free = np.flatnonzero(~near[:-1])[1:]  # never the first or last candle
+    if count == 0 or len(free) < count:
+        return h_t, l_t
+    at = np.sort(np.random.default_rng([seed, 1]).choice(free, size=count, replace=False))
+    h_t, l_t = h_t.copy(), l_t.copy()
+    h_t[at] = np.maximum(h_t[at], ticks(log_open[at] + WICK_LOG))
+    l_t[at] = np.minimum(l_t[at], ticks(log_open[at] - WICK_LOG))
+    return h_t, l_t
+
+
 def generate(
     symbol: str,
     interval: str = "5m",
@@ -269,6 +297,7 @@ def generate(
     h_t = np.maximum(ticks(np.maximum(lo, lc) + wick * wick_hi), np.maximum(o_t, c_t))
     l_t = np.minimum(ticks(np.minimum(lo, lc) - wick * wick_lo), np.minimum(o_t, c_t))
     l_t = np.maximum(l_t, units)
+    h_t, l_t = _liquidation_wicks(h_t, l_t, lo, flat | drop | (jump != 0), days, seed, ticks)
 
     def price(t: npt.NDArray[np.int64]) -> F64:
         return t.astype(np.float64) / scale  # exact decimal -> nearest double, like parsing "123.4"

@@ -132,6 +132,12 @@ def test_entry_slippage(base):
     (p,) = [p for p in d.pairs if not p.same]
     assert p.entry_diff == pytest.approx(1.25) and p.entry_bps == pytest.approx(1e4 * 1.25 / t.entry_price)
     assert p.entry_shift_ms == 0 and p.exit_diff == 0
+    # the session's mean adverse slippage (bps per market fill), for the backtest's slippage_bps
+    n_fills = sum(q.entry_shift_ms == 0 for q in d.pairs) + sum(
+        q.exit_shift_ms == 0 and q.live["exit_reason"] == q.bt["exit_reason"] for q in d.pairs)
+    assert d.slippage_bps() == pytest.approx(p.entry_bps / n_fills)
+    assert f"Slippage the session had: {p.entry_bps / n_fills:+.2f} bps" in d.markdown()
+    assert diff.diff_records(copy.deepcopy(base)).slippage_bps() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_stop_filled_beyond_trigger(base):

@@ -137,3 +137,24 @@ def test_nbclean_as_a_git_filter_and_a_check(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "tools" / "nbclean.py"), "--write", str(dirty)], check=True)
     assert dirty.read_text() == NOTEBOOKS[0].read_text()
     assert "filter=nbclean" in (ROOT / ".gitattributes").read_text()
+
+
+def test_readme_ambiguous_candle_figures_are_the_samples() -> None:
+    """The README's example (ambiguous candles on the sample, P&L range, resolved by 1m candles)
+    is what the backtest computes today: a change to the sample or the rules must update it."""
+    from pocklib import backtest, history
+    from pocklib.rules import Rules
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"sample (\d+) such candles, P&L between (−?[\d.]+) and (−?[\d.]+) USD\. "
+                  r"`-p detail 1m` orders them on 1m candles \((\d+) of (\d+) resolved\)", text)
+    assert m, "the README's ambiguous-candle example"
+    n, worst, best, resolved, of = m.groups()
+    frames = {s: history.load("sample", s) for s in ("BTCUSDT", "ETHUSDT")}
+    st = backtest.run(frames, Rules()).stats["combined"]
+    assert (int(n), int(of)) == (st["ambiguous"], st["ambiguous"])
+    assert (float(worst.replace("−", "-")), float(best.replace("−", "-"))) == (
+        round(st["total_pnl"], 2), round(st["total_pnl_best"], 2))
+    detail = backtest.run(frames, Rules(detail="1m"),
+                          detail_frames={s: history.load("sample", s, interval="1m") for s in frames}).stats["combined"]
+    assert int(resolved) == detail["ambiguous_resolved"]

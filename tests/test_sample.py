@@ -135,3 +135,42 @@ def test_other_symbols_and_intervals():
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         generate("BTCUSDT", **kw)
+
+
+def test_liquidation_wicks_put_both_levels_of_an_open_long_in_one_candle():
+    """The sample carries a few candles reaching 3 % above and below their open (WICK_DAYS), so
+    the backtest meets ambiguous candles (stop loss and take profit both inside) on shipped data;
+    the 1m detail sample orders most of them. Without the wicks the sample had none."""
+    from pocklib import backtest, history
+    from pocklib.rules import Rules
+    from pocklib.sample import WICK_DAYS, WICK_LOG
+
+    frames = {s: history.load("sample", s) for s in ("BTCUSDT", "ETHUSDT")}
+    for s, f in frames.items():
+        up, down = np.log(f["high"] / f["open"]), np.log(f["open"] / f["low"])
+        wide = (up >= WICK_LOG - 1e-4) & (down >= WICK_LOG - 1e-4)
+        assert wide.sum() == int(28 / WICK_DAYS), s  # one in about WICK_DAYS days
+    plain = backtest.run(frames, Rules()).stats["combined"]
+    assert plain["ambiguous"] > 0 and plain["total_pnl_best"] > plain["total_pnl"]
+    detail = backtest.run(frames, Rules(detail="1m"),
+                          detail_frames={s: history.load("sample", s, interval="1m") for s in frames}).stats["combined"]
+    assert detail["ambiguous_resolved"] > 0
+    assert detail["ambiguous"] + detail["ambiguous_resolved"] == plain["ambiguous"]
+
+
+def test_wicks_leave_the_rest_of_the_frame_unchanged():
+    """The wick candles come from their own random generator: the closes (the whole path) are the
+    ones the frame has without them, and only the wick candles' high/low differ."""
+    import pocklib.sample as sample
+
+    with_wicks = generate("BTCUSDT", days=12)
+    saved = sample.WICK_DAYS
+    try:
+        sample.WICK_DAYS = 1e9  # no wick
+        without = generate("BTCUSDT", days=12)
+    finally:
+        sample.WICK_DAYS = saved
+    pd.testing.assert_series_equal(with_wicks["close"], without["close"])
+    pd.testing.assert_series_equal(with_wicks["open"], without["open"])
+    changed = (with_wicks["high"] != without["high"]) | (with_wicks["low"] != without["low"])
+    assert changed.sum() == int(12 / saved) > 0
