@@ -53,7 +53,7 @@ sweep_metric = "total_pnl"  # heatmap colour: total_pnl, return_pct, trades, win
 odds_every = 1           # session odds: start a session at every k-th candle
 slippage_bps = 0.0       # market fills (entries, exits, stop fills) this many bps against you
 detail = None            # "1m": order the stops inside each candle on 1m candles (the sample ships them)
-funding = None           # "sample" (synthetic rates), a "{symbol}" fundingRate zip/JSON pattern, or None
+funding = None           # "sample" (synthetic), "futures" (pulled/imported into data/cache), a "{symbol}" file pattern, or None
 
 # %%
 # Validate every parameter before anything runs: unknown names (a typo in `-p`) are errors, and

@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from pocklib import history
+from pocklib.history.funding import funding_archive_symbol, funding_cache_path, import_funding_archives, pull_funding
 from pocklib.sample import write_detail_sample, write_sample
 
 
@@ -40,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--base-url", help="REST base URL, e.g. http://127.0.0.1:8000 (a simulator)")
     pull.add_argument("--cache-dir", help="cache folder (default data/cache)")
     pull.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pull.add_argument("--funding", action="store_true",
+                      help="also pull the funding rates of the range (GET /fapi/v1/fundingRate) for funding='futures'")
 
-    imp = sub.add_parser("import", help="import data.binance.vision kline zips/CSVs into data/cache")
+    imp = sub.add_parser("import", help="import data.binance.vision kline (or fundingRate) zips/CSVs into data/cache")
     imp.add_argument("paths", nargs="+", metavar="PATH", help="BTCUSDT-5m-2024-01.zip ... (one symbol)")
     imp.add_argument("--symbol", help="symbol (default: from the file name)")
     imp.add_argument("--interval", help="interval (default: from the file name)")
@@ -111,12 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pull":
             return _pull(args)
         if args.command == "import":
-            df = history.import_archives(
-                args.paths, symbol=args.symbol, interval=args.interval,
-                market="spot" if args.spot else None, root=args.cache_dir, verify=not args.no_verify,
-            )
-            print(f"imported {len(args.paths)} file(s) into {df.attrs['source']}: {_summary(df)}")
-            return 0
+            return _import(args)
         if args.command == "gaps":
             symbols = args.symbol or history.source_symbol(args.data) or "BTCUSDT"
             frames = history.load_frames(args.data, symbols, args.interval, args.start, args.end,
@@ -146,6 +145,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover (argparse requires a command)
 
 
+def _import(args: argparse.Namespace) -> int:
+    """Kline archives into the candle cache, or fundingRate archives into the funding cache."""
+    funding_names = [funding_archive_symbol(Path(x).name) is not None for x in args.paths]
+    if any(funding_names) and not all(funding_names):
+        print("error: import funding archives and kline archives in separate commands", file=sys.stderr)
+        return 2
+    if all(funding_names):
+        for sym, series in import_funding_archives(args.paths, root=args.cache_dir,
+                                                   verify=not args.no_verify).items():
+            print(f"funding {sym}: {len(series)} settlement(s) cached, {series.index[0]} .. "
+                  f"{series.index[-1]} ({funding_cache_path(sym, args.cache_dir)})")
+        return 0
+    df = history.import_archives(
+        args.paths, symbol=args.symbol, interval=args.interval,
+        market="spot" if args.spot else None, root=args.cache_dir, verify=not args.no_verify,
+    )
+    print(f"imported {len(args.paths)} file(s) into {df.attrs['source']}: {_summary(df)}")
+    return 0
+
+
 def _pull(args: argparse.Namespace) -> int:
     try:  # python-binance and requests: heavy, and only a pull needs them (as pocklib.history.rest)
         import requests
@@ -165,6 +184,17 @@ def _pull(args: argparse.Namespace) -> int:
     g = history.gaps(df, args.interval)
     print(f"{market} {args.symbol.upper()} {args.interval}: {_summary(df)}; {len(g)} gap(s); "
           f"cache {history.cache_path(market, args.symbol, args.interval, args.cache_dir)}")
+    if args.funding:
+        if market != "futures":
+            print("error: --funding: funding rates exist for USD-M futures only", file=sys.stderr)
+            return 2
+        try:
+            rates = pull_funding(args.symbol, df.index[0], args.end, base_url=args.base_url, root=args.cache_dir)
+        except net_errors as e:
+            print(f"error: pulling the funding rates of {args.symbol} failed: {e}", file=sys.stderr)
+            return 1
+        print(f"funding {args.symbol.upper()}: {len(rates)} settlement(s); cache "
+              f"{funding_cache_path(args.symbol, args.cache_dir)}")
     return 0
 
 

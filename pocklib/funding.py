@@ -152,10 +152,15 @@ def synthetic(symbol: str, start: Any, end: Any, seed: int | None = None) -> pd.
 
 def for_frames(frames: Mapping[str, pd.DataFrame], source: Any) -> dict[str, pd.Series]:
     """Funding series for each symbol's candles: ``source`` ``"sample"`` (:func:`synthetic` over each
-    frame's span), a dict ``{symbol: series or file}``, or a file pattern holding ``{symbol}``."""
+    frame's span), ``"futures"`` (the rates pulled or imported into the cache,
+    :mod:`pocklib.history.funding`), a dict ``{symbol: series or file}``, or a file pattern
+    holding ``{symbol}``. ``"futures"`` refuses a symbol whose cached rates do not reach over
+    its candles (a backtest would charge no funding where the cache has none)."""
     out: dict[str, pd.Series] = {}
     for sym, df in frames.items():
-        if isinstance(source, Mapping):
+        if str(source) == "futures":
+            out[sym] = _cached(sym, df)
+        elif isinstance(source, Mapping):
             if sym not in source:
                 raise ValueError(f"funding: no series for {sym}; given for {sorted(source)}")
             out[sym] = load(source[sym], sym)
@@ -164,8 +169,28 @@ def for_frames(frames: Mapping[str, pd.DataFrame], source: Any) -> dict[str, pd.
         elif "{symbol}" in str(source):
             out[sym] = load(str(source).replace("{symbol}", sym), sym)
         else:
-            raise ValueError(f"funding: 'sample', a {{symbol}} file pattern or a dict {{symbol: series}}; got {source!r}")
+            raise ValueError(f"funding: 'sample', 'futures' (cached), a {{symbol}} file pattern or a dict "
+                             f"{{symbol: series}}; got {source!r}")
     return out
+
+
+def _cached(symbol: str, df: pd.DataFrame) -> pd.Series:
+    """The cached rates of ``symbol`` (pocklib.history.funding), checked to cover ``df``'s span
+    (the first settlement at most 8 h after the first candle, the last at most 8 h before the last)."""
+    from pocklib.history.funding import funding_cache_path, read_funding_cache  # the data folder
+
+    series = read_funding_cache(symbol)
+    first, last = df.index[0], df.index[-1]
+    hint = (f"pull them: python -m pocklib pull {symbol} --funding --start {first:%Y-%m-%d} --end "
+            f"{last + pd.Timedelta(days=1):%Y-%m-%d}, or import the data.binance.vision "
+            f"{symbol}-fundingRate-<YYYY>-<MM>.zip archives (python -m pocklib import)")
+    if series is None or len(series) == 0:
+        raise ValueError(f"funding: no cached funding rates for {symbol} ({funding_cache_path(symbol)}); {hint}")
+    gap = pd.Timedelta(milliseconds=EIGHT_HOURS_MS)
+    if series.index[0] > first + gap or series.index[-1] < last - gap:
+        raise ValueError(f"funding: the cached rates of {symbol} span {series.index[0]} .. {series.index[-1]}, "
+                         f"the candles {first} .. {last}; {hint}")
+    return series
 
 
 def candle_rates(open_ms: I64, series: pd.Series | None) -> F64:
