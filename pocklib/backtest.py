@@ -58,8 +58,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import vectorbt as vbt
-from vectorbt.portfolio.enums import StopEntryPrice, StopExitPrice
 
 from pocklib import history, kernels, sweep
 from pocklib.book import stop_exit, trade_stats
@@ -134,6 +132,9 @@ def _orders(buy: Bools, sell: Bools, o: F64, c: F64, rules: Rules) -> tuple[Bool
 def _simulate(close_s: pd.Series, o: F64, h: F64, lo: F64, entries: Bools, exits: Bools, price: F64, size: F64,
               rules: Rules) -> Any:
     """vectorbt ``Portfolio.from_signals`` of one symbol under the conventions of the module doc."""
+    import vectorbt as vbt  # ~5 s to import: only the reference engine needs it (not a session's diff)
+    from vectorbt.portfolio.enums import StopEntryPrice, StopExitPrice
+
     idx = close_s.index
     return vbt.Portfolio.from_signals(
         close_s,
@@ -408,6 +409,8 @@ def run(frames: dict[str, pd.DataFrame], rules: Rules, *, detail_frames: dict[st
     ).any(axis=1)
 
     comb = equity["combined"]
+    import vectorbt  # noqa: F401  (registers the .vbt accessor; imported here, not at module load: see _simulate)
+
     dd = pd.Series(comb.to_numpy(), comb.index.tz_localize(None)).vbt.drawdowns  # naive: see run_symbol
     combined = {
         "total_pnl": float(sum(stats[s]["total_pnl"] for s in order)),

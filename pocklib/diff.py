@@ -236,8 +236,11 @@ def backtest_symbol(j: Journaled, symbol: str) -> tuple[pd.DataFrame, pd.DataFra
     lo = max(0, k0 - rules.slow)
     seg = df.iloc[lo:]
     if k0 < len(df) and len(seg) >= rules.slow + 1:  # shorter: no crossover can happen on it
-        res = backtest.run({symbol: seg}, rules)
-        rows += res.trades.to_dict("records")
+        # The compiled engine (its numba code loads from the on-disk cache in ~1 s): vectorbt's
+        # reference engine gives the same trades (tests/test_backtest.py) but compiles for ~10 s
+        # in every fresh process, i.e. at the end of every session.
+        compiled, *_ = backtest.run_compiled(seg, rules, symbol)
+        rows += pd.DataFrame(compiled, columns=TRADE_COLUMNS).to_dict("records")
     c = df["close"].to_numpy(np.float64)
     sig = pd.DataFrame({"fast_ma": sma(c, rules.fast), "slow_ma": sma(c, rules.slow)}, index=df.index)
     return pd.DataFrame(rows, columns=TRADE_COLUMNS), sig
