@@ -360,3 +360,16 @@ def test_diff_command_prints_the_table(sim_out):
     bad = subprocess.run([sys.executable, "-m", "pocklib", "diff", str(sim_out / "nothing")], capture_output=True,
                          text=True, cwd=ROOT, timeout=300)
     assert bad.returncode == 2 and "journal" in bad.stderr
+
+
+def test_a_session_end_does_not_import_vectorbt():
+    """The diff at every session's end runs the compiled engine: importing vectorbt there cost
+    ~11 s per fresh process (it pulls plotly's widgets and nbformat), so each session, each
+    kill-matrix trial and each notebook run ended that much later."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pocklib.runner, pocklib.report, pocklib.diff, pocklib.backtest; "
+            "print('vectorbt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
