@@ -34,3 +34,32 @@ def test_cli_bad_arguments_fail_clearly(capsys):
     assert "nonexistent" in capsys.readouterr().err
     assert main(["--speed", "-3"]) == 2
     assert "speed" in capsys.readouterr().err
+
+
+def test_ctrl_c_right_after_the_url_stops_cleanly(monkeypatch, capsys):
+    """A SIGINT that lands while the CLI still prints its banner (a script that reads the URL
+    line and stops at once) ended with a traceback and status -2, found under load in the suite."""
+    import pocklib.sim.cli as cli
+
+    stopped = []
+    real_stop = cli.Simulator.stop
+
+    def stop(self):
+        stopped.append(True)
+        real_stop(self)
+
+    def banner(*args, **kwargs):
+        if str(args[0]).startswith("streams:"):
+            raise KeyboardInterrupt
+        print_(*args, **kwargs)
+
+    print_ = print
+    monkeypatch.setattr(cli.Simulator, "stop", stop)
+    monkeypatch.setattr(cli, "print", banner, raising=False)
+    try:
+        status = main(["--data", "sample", "--speed", "0", "--port", "0"])
+    except KeyboardInterrupt:
+        status = "Ctrl-C escaped main()"
+    assert status == 0
+    assert stopped == [True]
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:")

@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"pocklib sim: {e}", file=sys.stderr, flush=True)
         return 2
-    print(url, flush=True)
-    print(f"streams: {sim.ws_url}/market/ws/<symbol>@kline_{args.interval} "
-          f"(also /ws/..., /stream?streams=..., /market/stream?streams=...; intervals "
-          f"{' '.join(sim.market.intervals)}); "
-          f"symbols {', '.join(symbols)}; speed {args.speed:g}; Ctrl-C to stop", flush=True)
-    try:
+    try:  # from here on a Ctrl-C (SIGINT) at any moment stops the server cleanly, exit status 0
+        print(url, flush=True)
+        print(f"streams: {sim.ws_url}/market/ws/<symbol>@kline_{args.interval} "
+              f"(also /ws/..., /stream?streams=..., /market/stream?streams=...; intervals "
+              f"{' '.join(sim.market.intervals)}); "
+              f"symbols {', '.join(symbols)}; speed {args.speed:g}; Ctrl-C to stop", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
