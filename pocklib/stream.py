@@ -23,7 +23,6 @@ Times are ms since epoch on the exchange clock; prices USD; volume in base asset
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -40,6 +39,7 @@ from pocklib.model import Candle
 from pocklib.retry import RetryPolicy
 from pocklib.rules import INTERVAL_MS
 from pocklib.venues import STREAM_PATH, stream_url
+from pocklib.wsframe import json_object
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,7 @@ def _num(d: dict[str, Any], key: str, where: str) -> float:
 
 
 def _unwrap(msg: Any) -> dict[str, Any]:
-    if isinstance(msg, (bytes, bytearray)):
-        msg = msg.decode("utf-8", errors="replace")
-    if isinstance(msg, str):
-        try:
-            msg = json.loads(msg)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"kline message: not valid JSON ({e.msg} at char {e.pos})") from None
-    if not isinstance(msg, dict):
-        raise ValueError(f"kline message: expected a JSON object; got {type(msg).__name__}")
-    if "data" in msg and "e" not in msg:
-        data = msg["data"]
-        if not isinstance(data, dict):
-            raise ValueError(f"kline message: combined envelope 'data' must be an object; got {type(data).__name__}")
-        return data
-    return msg
+    return json_object(msg, "kline message")
 
 
 def parse_kline(msg: Any, interval: str | None = None) -> Candle:

@@ -29,7 +29,6 @@ legacy layout. Times are exchange ms; prices and money USD; quantities base asse
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -46,6 +45,7 @@ from pocklib.clock import ExchangeClock
 from pocklib.errors import BrokerError
 from pocklib.model import Fill
 from pocklib.retry import RetryPolicy
+from pocklib.wsframe import json_object
 
 if TYPE_CHECKING:
     from pocklib.brokers.binance import BinanceBroker
@@ -186,21 +186,7 @@ def _str(d: dict[str, Any], key: str, where: str) -> str:
 
 
 def _object(msg: Any) -> dict[str, Any]:
-    if isinstance(msg, (bytes, bytearray)):
-        msg = msg.decode("utf-8", errors="replace")
-    if isinstance(msg, str):
-        try:
-            msg = json.loads(msg)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"user data: not valid JSON ({e.msg} at char {e.pos})") from None
-    if not isinstance(msg, dict):
-        raise ValueError(f"user data: expected a JSON object; got {type(msg).__name__}")
-    if "data" in msg and "e" not in msg:   # combined envelope {"stream": <listenKey>, "data": {...}}
-        data = msg["data"]
-        if not isinstance(data, dict):
-            raise ValueError("user data: envelope 'data' must be an object")
-        return data
-    return msg
+    return json_object(msg, "user data")
 
 
 def parse_user_event(msg: Any) -> UserEvent:
