@@ -49,9 +49,13 @@ the cached kernels noticing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros as _tz_intrinsic
 
 from pocklib.model import ExitReason, StopReason
 
@@ -204,19 +208,56 @@ BLOCK = 2048  # candles per block: the crossover of a block is computed in one S
 
 
 @njit(cache=True, inline="always")
-def _block_signals(csum: I64, i0: int, m: int, fast: int, slow: int, dbuf: I64, sig: I8) -> None:
+def _block_signals(csum: I64, i0: int, m: int, fast: int, slow: int, sgn: I8, sig: I8) -> None:
     """Crossover signals of signal candles i0 + 1 .. i0 + m into ``sig[:m]`` (+1 BUY, -1 SELL, 0),
     exactly: the sign of ``sum_fast * slow - sum_slow * fast`` at candles i0 .. i0 + m (into
-    ``dbuf``), compared between neighbours."""
+    ``sgn``, int8), compared between neighbours. (The signs go through an int8 buffer, not the
+    int64 differences: an eighth of the bytes, and the second pass runs 32 candles per
+    vector; measured ~7 % of the whole sweep.)"""
     now = csum[i0 + 1:i0 + m + 2]
     back_f = csum[i0 + 1 - fast:i0 + m + 2 - fast]
     back_s = csum[i0 + 1 - slow:i0 + m + 2 - slow]
     for t in range(m + 1):
-        dbuf[t] = (now[t] - back_f[t]) * slow - (now[t] - back_s[t]) * fast
+        d = (now[t] - back_f[t]) * slow - (now[t] - back_s[t]) * fast
+        sgn[t] = np.int8(d > 0) - np.int8(d < 0)
     for t in range(m):
-        x = dbuf[t]
-        y = dbuf[t + 1]
+        x = sgn[t]
+        y = sgn[t + 1]
         sig[t] = np.int8((y > 0) & (x <= 0)) - np.int8((y < 0) & (x >= 0))
+
+
+#: Bit 0 of every byte of a uint64 (:func:`_next_buy` reads the signals 8 candles at a time).
+_LOW_BITS = np.uint64(0x0101010101010101)
+
+
+#: Count of trailing zero bits of a uint64 (an LLVM intrinsic: one instruction; compiled code only).
+_trailing_zeros: Callable[[Any], int] = _tz_intrinsic  # type: ignore[assignment]  # (numba intrinsic)
+
+
+@njit(cache=True, inline="always")
+def _buy_bits(w: np.uint64) -> np.uint64:
+    """Bit 0 of each byte of ``w`` (8 int8 signals) that holds +1 (a BUY): a -1 byte (0xFF) has
+    bit 1 set too, a 0 byte has bit 0 clear."""
+    return w & ~(w >> np.uint64(1)) & _LOW_BITS
+
+
+@njit(cache=True, inline="always")
+def _next_buy(sig: I8, sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
+    """The first t' >= t with a BUY in ``sig[:m]``, or some t' >= m when there is none: whole words
+    (``sig_w``, the same bytes) without a BUY are skipped at once, and a word with one gives its
+    place by the trailing zero count (bytes of the last word past m are stale: a BUY found there is
+    past m too). Runs once per flat stretch (it takes arrays, but not per candle)."""
+    while t < m:
+        if (t & 7) == 0:
+            b = _buy_bits(sig_w[t >> 3])
+            if b == np.uint64(0):
+                t += 8
+                continue
+            return t + (int(_trailing_zeros(b)) >> 3)
+        if sig[t] > 0:
+            return t
+        t += 1
+    return t
 
 
 @njit(cache=True, inline="always")
@@ -449,23 +490,24 @@ def simulate_pair(
     cap = tr_i.shape[0]
     c_hi = np.inf
     c_lo = -np.inf
-    dbuf = np.empty(BLOCK + 1, dtype=np.int64)
-    sig = np.empty(BLOCK, dtype=np.int8)
+    sgn = np.empty(BLOCK + 1, dtype=np.int8)
+    sig = np.zeros(BLOCK, dtype=np.int8)
+    sig_w = sig.view(np.uint64)  # the same signals, 8 candles per word, candle t in byte t % 8 (little-endian)
     j_last = n - 1 if force_end else -1
     nf = n
     j_brk = j_last
     j_start = slow + lag  # first order candle whose signal candle i = j - lag has i >= slow
     for j0 in range(j_start, n, BLOCK):
         m = min(n, j0 + BLOCK) - j0
-        _block_signals(csum, j0 - lag - 1, m, fast, slow, dbuf, sig)  # sig[t]: signal of order candle j0 + t
+        _block_signals(csum, j0 - lag - 1, m, fast, slow, sgn, sig)  # sig[t]: signal of order candle j0 + t
         t = 0
         while t < m:
             if pos == 0:
                 # Flat: jump to the next BUY of the block; enter (vectorbt buy_nb) unless it is the
-                # last candle.
-                while t < m and sig[t] <= 0:
-                    t += 1
-                if t == m:
+                # last candle. Whole words of 8 signals without a BUY are skipped at once (bytes of
+                # the last word past m are stale: a BUY found there ends the block).
+                t = _next_buy(sig, sig_w, t, m)
+                if t >= m:
                     break
                 j = j0 + t
                 t += 1
