@@ -43,9 +43,15 @@ def test_a_stale_buy_past_m_is_not_found_inside_the_block() -> None:
 
 
 @pytest.mark.slow
-def test_pocklib_local_cluster_sets_worker_malloc() -> None:
+def test_pocklib_local_cluster_sets_worker_malloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
     from pocklib.scan.engine import WORKER_MALLOC, connect
 
+    # as after any earlier LocalCluster in this process: Dask's nanny leaves its own value in
+    # os.environ, and the environment wins over its config (found when the suite ran this after
+    # tests/test_scan_notebook.py)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     client = connect(None, 1)
     try:
         env = next(iter(client.run(lambda: dict(__import__("os").environ)).values()))
@@ -53,3 +59,4 @@ def test_pocklib_local_cluster_sets_worker_malloc() -> None:
         client.close()
     for k, v in WORKER_MALLOC.items():
         assert env.get(k) == v
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's own value is put back

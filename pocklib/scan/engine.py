@@ -76,11 +76,24 @@ def connect(scheduler: Any = None, workers: int | None = None, *, threads_per_wo
         # every numpy temporary of a task (0.8 MB for a year of 5m) is a fresh mmap, page-faulted
         # in and unmapped again. Heap allocations up to 64 MB, trimmed above 64 MB: a task's
         # read + prepare measured 55 -> 41 ms in a worker; a worker may keep <= 64 MB more.
+        # The nanny takes a variable from this process's environment before its config, and puts
+        # its values into this environment (os.environ.update) when it spawns: after any earlier
+        # LocalCluster here, MALLOC_TRIM_THRESHOLD_=65536 sits in os.environ and would win. So
+        # both are set for the spawn, then this process's own values are put back.
         environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            # dashboard on a free port: never collide with another cluster's 8787
-            return Client(n_workers=n, threads_per_worker=threads_per_worker,  # type: ignore[no-untyped-call]
-                          processes=True, dashboard_address=":0")
+        saved = {k: os.environ.get(k) for k in WORKER_MALLOC}
+        os.environ.update(WORKER_MALLOC)
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                # dashboard on a free port: never collide with another cluster's 8787
+                return Client(n_workers=n, threads_per_worker=threads_per_worker,  # type: ignore[no-untyped-call]
+                              processes=True, dashboard_address=":0")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     if isinstance(scheduler, str):
         if "://" not in scheduler:
             raise ValueError(f"scheduler: an address like 'tcp://HOST:8786', a distributed.Client or None; "
