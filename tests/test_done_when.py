@@ -283,7 +283,12 @@ def test_four_hour_session_with_every_fault_matches_the_exchange(tmp_path, monke
     assert max(seen) - SPEED * 30 <= measured <= POLICY.confirm_ms + REQUESTS_MS, (measured, seen)
     recs = [r for r in journal.read(tmp_path / "journal.jsonl") if r["kind"] == "algo"]
     covered = [r["unprotected_ms"] for r in recs if r["step"] == "covered"]
-    assert len(covered) == 3 and max(covered) == measured
+    # one per entry (each stop hidden LAG_MS, so its cover takes longer) ... and, when a candle's
+    # check finds a stop TRIGGERING before its market order filled (the LATENCY_MS window; a
+    # matter of timing, seen on CI under load), that gap from trigger to close as well
+    entry_covers = [ms for ms in covered if ms >= LAG_MS]
+    assert len(entry_covers) == 3 and max(covered) == measured, covered
+    assert all(ms <= LATENCY_MS + REQUESTS_MS for ms in covered if ms < LAG_MS), covered
 
     # -- the stops are CONTRACT_PRICE (last price, as the candles and the backtest) ---------------
     assert {a["workingType"] for a in acct["algo_orders"]} == {"CONTRACT_PRICE"}
