@@ -296,8 +296,8 @@ def generate(
     wick = np.where(flat, 0.15, 0.6) * sd
     h_t = np.maximum(ticks(np.maximum(lo, lc) + wick * wick_hi), np.maximum(o_t, c_t))
     l_t = np.minimum(ticks(np.minimum(lo, lc) - wick * wick_lo), np.minimum(o_t, c_t))
-    l_t = np.maximum(l_t, units)
     h_t, l_t = _liquidation_wicks(h_t, l_t, lo, flat | drop | (jump != 0), days, seed, ticks)
+    l_t = np.maximum(l_t, units)  # a price is at least one tick
 
     def price(t: npt.NDArray[np.int64]) -> F64:
         return t.astype(np.float64) / scale  # exact decimal -> nearest double, like parsing "123.4"
