@@ -25,6 +25,7 @@ from simkit import KEY, SECRET, frame
 
 from pocklib.sim import Simulator
 from pocklib.sim.mark import brackets_for
+from pocklib.sim.userdata import UserStreams
 
 SYM = "BTC/USDT:USDT"
 BTC_TICK = 0.1
@@ -322,14 +323,28 @@ def test_watch_ohlcv_streams_the_candles():
         assert c[5] == pytest.approx(row["volume"], abs=1e-3)
 
 
-def test_watch_orders_reports_the_fill():
+def test_watch_orders_reports_the_fill(monkeypatch):
+    # The exchange sends a user-data event only to connections it has attached: ccxt's side of
+    # the handshake can finish before the server side has, and an order placed in between is
+    # not reported (so on Binance too). Wait for the simulator's attach (seen flaky under load).
+    attached: list[str] = []
+    real_attach = UserStreams.attach
+
+    def counting_attach(self: UserStreams, conn: Any, key: str, events: Any) -> bool:
+        ok = real_attach(self, conn, key, events)
+        if ok:
+            attached.append(key)
+        return ok
+
+    monkeypatch.setattr(UserStreams, "attach", counting_attach)
+
     async def go(sim: Simulator) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ex = _pro(sim)
         try:
             await ex.load_markets()
             watch = asyncio.ensure_future(ex.watch_orders(SYM))
             deadline = time.monotonic() + 10
-            while not any(c.connected.done() for c in ex.clients.values() if "listenKey" in c.url):
+            while not attached:
                 assert not watch.done(), watch.exception()
                 assert time.monotonic() < deadline, "the user-data stream did not connect"
                 await asyncio.sleep(0.05)
