@@ -69,7 +69,7 @@ def _read_kline_csv(text: str, source: str, interval: str | None) -> pd.DataFram
     return validate(raw, source, interval)
 
 
-def _verify_checksum(path: Path) -> None:
+def verify_checksum(path: Path) -> None:
     """Compare ``path`` with ``<path>.CHECKSUM`` (``"<sha256>  <name>"``) when that file exists."""
     check = path.with_name(path.name + ".CHECKSUM")
     if not check.exists():
@@ -95,7 +95,7 @@ def read_archive(path: str | Path, interval: str | None = None, verify: bool = T
     meta = parse_archive_name(path.name)
     interval = interval or (meta[1] if meta else None)
     if verify:
-        _verify_checksum(path)
+        verify_checksum(path)
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as z:

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from pocklib import funding
-from pocklib.history.archives import _verify_checksum
+from pocklib.history.archives import verify_checksum
 from pocklib.history.cache import cache_dir
 from pocklib.history.frame import DataError, to_ms, utc_text
 
@@ -120,7 +120,7 @@ def import_funding_archives(paths: Iterable[str | Path], root: str | Path | None
         if sym is None:
             raise ValueError(f"{p.name}: not a funding archive name (<SYMBOL>-fundingRate-<YYYY>-<MM>.zip)")
         if verify and p.suffix == ".zip":
-            _verify_checksum(p)
+            verify_checksum(p)
         by_symbol.setdefault(sym, []).append(funding.read_archive(p))
     return {s: _merge_into_cache(s, pd.concat(parts).sort_index(), root) for s, parts in by_symbol.items()}
 
