@@ -228,10 +228,41 @@ def _block_signals(csum: I64, i0: int, m: int, fast: int, slow: int, sgn: I8, si
 
 #: Bit 0 of every byte of a uint64 (:func:`_next_buy` reads the signals 8 candles at a time).
 _LOW_BITS = np.uint64(0x0101010101010101)
+_ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 #: Count of trailing zero bits of a uint64 (an LLVM intrinsic: one instruction; compiled code only).
 _trailing_zeros: Callable[[Any], int] = _tz_intrinsic  # type: ignore[assignment]  # (numba intrinsic)
+
+
+@njit(cache=True, inline="always")
+def _sell_bits(w: np.uint64) -> np.uint64:
+    """Bit 0 of each byte of ``w`` (8 int8 signals) that holds -1 (a SELL, 0xFF: bits 0 and 1 set)."""
+    return w & (w >> np.uint64(1)) & _LOW_BITS
+
+
+@njit(cache=True, inline="always")
+def _from(t: int) -> np.uint64:
+    """Mask of the bytes of t's word at and after t (the ones before it are cleared)."""
+    return _ALL_BITS << np.uint64((t & 7) << 3)
+
+
+@njit(cache=True, inline="always")
+def _next_sell(sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
+    """The first t' >= t with a SELL in the signals ``sig_w`` (8 a word, candle t in byte t % 8),
+    or some t' >= m when there is none before m. Word by word: the first word with the bytes before t
+    cleared, the place by the trailing zero count (bytes of the last word past m are stale: a SELL
+    found there is past m too). Runs once per held stretch (it takes an array, but not per candle)."""
+    if t >= m:
+        return t
+    w = t >> 3
+    b = _sell_bits(sig_w[np.uint64(w)]) & _from(t)
+    while b == np.uint64(0):
+        w += 1
+        if (w << 3) >= m:
+            return m
+        b = _sell_bits(sig_w[np.uint64(w)])
+    return (w << 3) + (int(_trailing_zeros(b)) >> 3)
 
 
 @njit(cache=True, inline="always")
@@ -242,22 +273,19 @@ def _buy_bits(w: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def _next_buy(sig: I8, sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
-    """The first t' >= t with a BUY in ``sig[:m]``, or some t' >= m when there is none: whole words
-    (``sig_w``, the same bytes) without a BUY are skipped at once, and a word with one gives its
-    place by the trailing zero count (bytes of the last word past m are stale: a BUY found there is
-    past m too). Runs once per flat stretch (it takes arrays, but not per candle)."""
-    while t < m:
-        if (t & 7) == 0:
-            b = _buy_bits(sig_w[t >> 3])
-            if b == np.uint64(0):
-                t += 8
-                continue
-            return t + (int(_trailing_zeros(b)) >> 3)
-        if sig[t] > 0:
-            return t
-        t += 1
-    return t
+def _next_buy(sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
+    """The first t' >= t with a BUY in ``sig_w``, or some t' >= m (as :func:`_next_sell`). Runs once
+    per flat stretch."""
+    if t >= m:
+        return t
+    w = t >> 3
+    b = _buy_bits(sig_w[np.uint64(w)]) & _from(t)
+    while b == np.uint64(0):
+        w += 1
+        if (w << 3) >= m:
+            return m
+        b = _buy_bits(sig_w[np.uint64(w)])
+    return (w << 3) + (int(_trailing_zeros(b)) >> 3)
 
 
 @njit(cache=True, inline="always")
@@ -300,6 +328,66 @@ def _sell(cash: float, pos: float, px: float, entry_px: float, entry_fee: float,
 
 
 @njit(cache=True, inline="always")
+def _levels(base: float, sl_pct: float, tp_pct: float) -> tuple[float, float]:
+    """Stop-loss and take-profit prices (USD) of an entry whose stops are based at ``base``."""
+    return base * (1 - sl_pct), base * (1 + tp_pct)
+
+
+@njit(cache=True, inline="always")
+def _entry_base(j: int, o: F64, c: F64, lag: int, slip: float, stop_base_close: bool) -> float:
+    """The stops' base price (USD) of an entry ordered on candle j: its fill (:func:`_buy`'s price:
+    :func:`buy_fill` of the order price, c[j] for lag 0, o[j] for lag 1), or c[j]."""
+    if stop_base_close:
+        return float(c[j])
+    return buy_fill(c[j] if lag == 0 else o[j], slip)
+
+
+TOUCH_BLOCK = 16  # candles per block of :func:`first_touch`'s skip table
+
+
+@njit(cache=True)
+def first_touch(o: F64, h: F64, lo: F64, c: F64, lag: int, slip: float, stop_base_close: bool, sl_pct: float,
+                tp_pct: float) -> I64:
+    """ft[j]: the first candle k > j whose range touches the stop levels of an entry ordered on
+    candle j (lo[k] <= stop loss or h[k] >= take profit; n: none).
+
+    The levels depend on the entry candle only (:func:`_entry_base`), not on the pair, so one table
+    serves every pair of a sweep: a held position's exit candle is the first of ft[entry], the next
+    SELL and the next bookkeeping candle, found without walking the candles between. Blocks of
+    :data:`TOUCH_BLOCK` candles whose lowest low and highest high stay inside the levels are
+    skipped at once."""
+    n = c.shape[0]
+    nb = (n + TOUCH_BLOCK - 1) // TOUCH_BLOCK
+    b_lo = np.empty(nb)
+    b_hi = np.empty(nb)
+    for b in range(nb):
+        k0 = b * TOUCH_BLOCK
+        k1 = min(n, k0 + TOUCH_BLOCK)
+        x = lo[k0]
+        y = h[k0]
+        for k in range(k0 + 1, k1):
+            x = min(x, lo[k])
+            y = max(y, h[k])
+        b_lo[b] = x
+        b_hi[b] = y
+    ft = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        sl, tp = _levels(_entry_base(j, o, c, lag, slip, stop_base_close), sl_pct, tp_pct)
+        k = j + 1
+        while k < n:
+            if k % TOUCH_BLOCK == 0:
+                b = k // TOUCH_BLOCK
+                if b_lo[b] > sl and b_hi[b] < tp:
+                    k += TOUCH_BLOCK
+                    continue
+            if lo[k] <= sl or h[k] >= tp:
+                break
+            k += 1
+        ft[j] = min(k, n)
+    return ft
+
+
+@njit(cache=True, inline="always")
 def _curve(v: float, peak: float, trough: float, max_dd: float) -> tuple[float, float, float]:
     """The value curve passing ``v``: (peak, trough since the peak, max drawdown fraction)."""
     if v > peak:
@@ -312,6 +400,17 @@ def _curve(v: float, peak: float, trough: float, max_dd: float) -> tuple[float, 
     return peak, trough, max_dd
 
 
+@njit(cache=True)
+def _curve_over(c: F64, a: int, b: int, cash: float, pos: float, peak: float, trough: float,
+                max_dd: float) -> tuple[float, float, float]:
+    """The value curve through the closes c[a:b] of a held position (cash + pos * close, USD), candle
+    by candle. (Not inlined: called for the rare held stretches that make a new peak, and once at
+    the end.)"""
+    for k in range(a, b):
+        peak, trough, max_dd = _curve(cash + pos * c[k], peak, trough, max_dd)
+    return peak, trough, max_dd
+
+
 @njit(cache=True, inline="always")
 def _last_fall(peak: float, trough: float, max_dd: float) -> float:
     """Max drawdown fraction with the fall from the last peak to its trough counted (at the end)."""
@@ -321,16 +420,10 @@ def _last_fall(peak: float, trough: float, max_dd: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def _mark(cash: float, pos: float, close: float, peak: float, trough: float, max_dd: float, c_lo: float,
-          c_hi: float) -> tuple[float, float, float, float, float]:
-    """The value curve at ``close`` (cash + pos * close) via :func:`_curve`, and while holding, the
-    closes at which it would make a new peak (c_hi) or trough (c_lo); the curve is only followed
-    where the close leaves [c_lo, c_hi]. Returns (peak, trough, max_dd, c_lo, c_hi)."""
-    peak, trough, max_dd = _curve(cash + pos * close, peak, trough, max_dd)
-    if pos > 0:
-        c_hi = (peak - cash) / pos
-        c_lo = (trough - cash) / pos
-    return peak, trough, max_dd, c_lo, c_hi
+def _mark(cash: float, pos: float, close: float, peak: float, trough: float,
+          max_dd: float) -> tuple[float, float, float]:
+    """The value curve at ``close``: :func:`_curve` of cash + pos * close (USD)."""
+    return _curve(cash + pos * close, peak, trough, max_dd)
 
 
 @njit(cache=True, inline="always")
@@ -369,13 +462,9 @@ def _brk(nf: int, j_last: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _pay(cash: float, funding: float, amt: float, peak: float, trough: float,
-         pos: float) -> tuple[float, float, float, float]:
-    """A funding payment ``amt`` (USD, paid by the long; negative: received) while holding ``pos``:
-    (cash, funding total, c_lo, c_hi) after it (the value curve's bounds move with the cash)."""
-    cash -= amt
-    funding -= amt
-    return cash, funding, (trough - cash) / pos, (peak - cash) / pos
+def _pay(cash: float, funding: float, amt: float) -> tuple[float, float]:
+    """A funding payment ``amt`` (USD, paid by the long; negative: received): (cash, funding total)."""
+    return cash - amt, funding - amt
 
 
 @njit(cache=True, inline="always")
@@ -439,7 +528,7 @@ def simulate_pair(
     fast: int, slow: int, capital: float, fee: float, sl_pct: float, tp_pct: float,
     lag: int, stop_base_close: bool, force_end: bool, partial: int, record: bool,
     tr_i: I64, tr_f: F64,
-    slip: float, fund: F64, fnext: I64, d_o: F64, d_h: F64, d_l: F64, dq0: I64, dq1: I64, tp_first: bool,
+    slip: float, fund: F64, fnext: I64, d_o: F64, d_h: F64, d_l: F64, dq0: I64, dq1: I64, tp_first: bool, ft: I64,
 ) -> PairOut:
     """One symbol, one (fast, slow) pair, long only (module doc: vectorbt from_signals semantics for
     ``close``, the live loop's for the rest).
@@ -460,7 +549,8 @@ def simulate_pair(
     funding rate sum settled at candle j's open (charged on a position held into j, at c[j - 1]);
     fnext[j]: the next candle after j with fund != 0 (n: none). d_o/d_h/d_l, dq0/dq1: detail
     candles of candle j are d_*[dq0[j]:dq1[j]] (dq0 empty: no detail). tp_first: the other
-    ordering on ambiguous candles.
+    ordering on ambiguous candles. ft: :func:`first_touch` of these candles and stop rules (an
+    entry's first stop touch; shared by every pair of a sweep).
 
     Returns :data:`PairOut`: (final value - capital USD, max drawdown fraction >= 0 of the value
     curve, trades, winning trades, gross profit USD, gross loss USD >= 0, records written,
@@ -476,6 +566,7 @@ def simulate_pair(
     sl = 0.0
     tp = np.inf
     entry_j = -1
+    j_hit = n
     peak = capital
     trough = capital
     max_dd = 0.0
@@ -488,14 +579,13 @@ def simulate_pair(
     other = 0.0
     funding = 0.0
     cap = tr_i.shape[0]
-    c_hi = np.inf
-    c_lo = -np.inf
     sgn = np.empty(BLOCK + 1, dtype=np.int8)
     sig = np.zeros(BLOCK, dtype=np.int8)
     sig_w = sig.view(np.uint64)  # the same signals, 8 candles per word, candle t in byte t % 8 (little-endian)
     j_last = n - 1 if force_end else -1
     nf = n
     j_brk = j_last
+    seg = 0  # while holding: the first held candle not yet on the value curve
     j_start = slow + lag  # first order candle whose signal candle i = j - lag has i >= slow
     for j0 in range(j_start, n, BLOCK):
         m = min(n, j0 + BLOCK) - j0
@@ -506,7 +596,7 @@ def simulate_pair(
                 # Flat: jump to the next BUY of the block; enter (vectorbt buy_nb) unless it is the
                 # last candle. Whole words of 8 signals without a BUY are skipped at once (bytes of
                 # the last word past m are stale: a BUY found there ends the block).
-                t = _next_buy(sig, sig_w, t, m)
+                t = _next_buy(sig_w, t, m)
                 if t >= m:
                     break
                 j = j0 + t
@@ -517,35 +607,41 @@ def simulate_pair(
                 if not filled:
                     continue
                 pos, entry_px, entry_fee, entry_j = size, price, f, j
-                base = c[j] if stop_base_close else price
-                sl, tp = base * (1 - sl_pct), base * (1 + tp_pct)
+                sl, tp = _levels(c[j] if stop_base_close else price, sl_pct, tp_pct)
+                j_hit = ft[j]
+                seg = j + 1
                 nf = fnext[j]  # funding settled at j's open is not this position's (it came after)
                 j_brk = _brk(nf, j_last)
                 if lag == 0 or (lo[j] > sl and h[j] < tp):
-                    peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, c[j], peak, trough, max_dd, c_lo, c_hi)
+                    peak, trough, max_dd = _mark(cash, pos, c[j], peak, trough, max_dd)
                     continue
                 sg = 0  # next_open: the stop is live from the fill at j's open, and j's range touches it
             else:
-                # Holding: walk to the first candle with a stop touch, a SELL, the forced end or a
-                # funding settlement, following the value curve only where the close leaves
-                # [c_lo, c_hi] (_mark). (These loops stay here, not in helpers: a helper taking
-                # the arrays pays reference counting on every call, measured ~10 % of the sweep.)
-                while t < m:
-                    j = j0 + t
-                    if lo[j] <= sl or h[j] >= tp or sig[t] < 0 or j == j_brk:
-                        break
-                    cj = c[j]
-                    if cj < c_lo or cj > c_hi:
-                        peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, cj, peak, trough, max_dd, c_lo, c_hi)
-                    t += 1
-                if t == m:
-                    break
-                j = j0 + t
+                # Holding: the position's next candle of note is the first of its stops' first touch
+                # (ft, shared by every pair), the next SELL (8 signals a word), the next funding
+                # settlement and the forced last candle: no walk over the candles between.
+                j = min(j0 + _next_sell(sig_w, t, m), j_hit, j_brk)
+                if j >= j0 + m:
+                    break  # held through this block
+                # The value curve over the held candles seg .. j - 1 (cash and pos fixed): a new low
+                # only needs the lowest close; a new peak (rare) is followed candle by candle.
+                # (These loops stay here, not in helpers: a helper taking the arrays pays reference
+                # counting on every call, measured ~10 % of the sweep.)
+                c_min = np.inf
+                c_max = -np.inf
+                for k in range(seg, j):
+                    ck = c[np.uint64(k)]
+                    c_min = min(c_min, ck)
+                    c_max = max(c_max, ck)
+                if cash + pos * c_max > peak:
+                    peak, trough, max_dd = _curve_over(c, seg, j, cash, pos, peak, trough, max_dd)
+                trough = min(trough, cash + pos * c_min)
+                seg = j
+                t = j - j0
                 if j == nf:
                     # funding settled at j's open, on the position held into j, at the last close; then
-                    # walk on from candle j (it may also be an exit). Out of the walk on purpose: in it,
-                    # the rare branch cost the sweep's hot loop a few % (registers).
-                    cash, funding, c_lo, c_hi = _pay(cash, funding, fund[j] * pos * c[j - 1], peak, trough, pos)
+                    # on from candle j (it may also be an exit).
+                    cash, funding = _pay(cash, funding, fund[j] * pos * c[j - 1])
                     nf = fnext[j]
                     j_brk = _brk(nf, j_last)
                     continue
@@ -566,8 +662,11 @@ def simulate_pair(
             n_tr += 1
             n_win, gross_win, gross_loss = _tally(pnl, n_win, gross_win, gross_loss)
             pos = 0.0
+            seg = n
             # Value curve after a fill (an entry, or an exit: vectorbt sell_nb of the whole position).
-            peak, trough, max_dd, c_lo, c_hi = _mark(cash, pos, c[j], peak, trough, max_dd, c_lo, c_hi)
+            peak, trough, max_dd = _mark(cash, pos, c[j], peak, trough, max_dd)
+    # held to the end (no forced exit): the held candles on the value curve (flat: none, seg = n)
+    peak, trough, max_dd = _curve_over(c, seg, n, cash, pos, peak, trough, max_dd)
     max_dd = _last_fall(peak, trough, max_dd)
     value = cash + pos * c[n - 1]
     return (value - capital, max_dd, n_tr, n_win, gross_win, gross_loss, min(n_tr, cap), n_amb, n_amb5, other,
@@ -596,11 +695,12 @@ def sweep_kernel(
     out = np.empty((m, 10), dtype=np.float64)
     no_i = np.empty((0, 3), dtype=np.int64)
     no_f = np.empty((0, 6), dtype=np.float64)
+    ft = first_touch(o, h, lo, c, lag, slip, stop_base_close, sl_pct, tp_pct)
     for k in prange(m):
         pnl, dd, n_tr, n_win, gw, gl, _, amb, amb5, oth, fnd = simulate_pair(
             o, h, lo, c, csum, qty, fasts[k], slows[k], capital, fee, sl_pct, tp_pct,
             lag, stop_base_close, force_end, partial, False, no_i, no_f,
-            slip, fund, fnext, d_o, d_h, d_l, dq0, dq1, False,
+            slip, fund, fnext, d_o, d_h, d_l, dq0, dq1, False, ft,
         )
         out[k, 0] = pnl
         out[k, 1] = 100.0 * pnl / capital

@@ -353,7 +353,8 @@ def backtest_pair(frame: pd.DataFrame, rules: Rules, symbol: str | None = None,
     tr_i = np.empty((cap, 3), dtype=np.int64)
     tr_f = np.empty((cap, 6), dtype=np.float64)
     capital, fee, slp, tpp, lag, base_close, force_end, partial = _kernel_args(rules)
-    market = (*_market(a, rules), bool(tp_first))
+    market = (*_market(a, rules), bool(tp_first),
+              kernels.first_touch(a["o"], a["h"], a["lo"], a["c"], lag, slip_of(rules), base_close, slp, tpp))
     pnl, dd, n_tr, n_win, gw, gl, k, amb, amb5, other, fund = kernels.simulate_pair(
         a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], rules.fast, rules.slow,
         capital, fee, slp, tpp, lag, base_close, force_end, partial, True, tr_i, tr_f, *market,
