@@ -211,12 +211,13 @@ BLOCK = 2048  # candles per block: the crossover of a block is computed in one S
 
 
 @njit(cache=True, inline="always")
-def _block_signals(csum: I64, i0: int, m: int, fast: int, slow: int, sgn: I8, sig: I8) -> None:
+def _block_signals(csum: I64 | F64, i0: int, m: int, fast: int, slow: int, sgn: I8, sig: I8) -> None:
     """Crossover signals of signal candles i0 + 1 .. i0 + m into ``sig[:m]`` (+1 BUY, -1 SELL, 0),
     exactly: the sign of ``sum_fast * slow - sum_slow * fast`` at candles i0 .. i0 + m (into
-    ``sgn``, int8), compared between neighbours. (The signs go through an int8 buffer, not the
-    int64 differences: an eighth of the bytes, and the second pass runs 32 candles per
-    vector; measured ~7 % of the whole sweep.)"""
+    ``sgn``, int8), compared between neighbours. ``csum``: int64, or float64 where that is exact
+    (:func:`pocklib.sweep.signal_cumsum`; numba compiles the kernels once per type). (The signs
+    go through an int8 buffer, not the differences: an eighth of the bytes, and the second pass
+    runs 32 candles per vector; measured ~7 % of the whole sweep.)"""
     now = csum[i0 + 1:i0 + m + 2]
     back_f = csum[i0 + 1 - fast:i0 + m + 2 - fast]
     back_s = csum[i0 + 1 - slow:i0 + m + 2 - slow]
@@ -551,7 +552,7 @@ PairOut = tuple[float, float, int, int, float, float, int, int, int, float, floa
 
 @njit(cache=True)
 def simulate_pair(
-    o: F64, h: F64, lo: F64, c: F64, csum: I64, qty: F64,
+    o: F64, h: F64, lo: F64, c: F64, csum: I64 | F64, qty: F64,
     fast: int, slow: int, capital: float, fee: float, sl_pct: float, tp_pct: float,
     lag: int, stop_base_close: bool, force_end: bool, partial: int, record: bool,
     tr_i: I64, tr_f: F64,
@@ -560,8 +561,9 @@ def simulate_pair(
     """One symbol, one (fast, slow) pair, long only (module doc: vectorbt from_signals semantics for
     ``close``, the live loop's for the rest).
 
-    o/h/lo/c: candle prices (USD, high/low bounding open/close); csum: cumulative int64 units of
-    c (len n + 1, csum[0] = 0); qty[j]: size (base asset) of an entry ordered on candle j
+    o/h/lo/c: candle prices (USD, high/low bounding open/close); csum: cumulative sum of c in
+    integer units (len n + 1, csum[0] = 0; int64, or float64 where exact:
+    :func:`pocklib.sweep.signal_cumsum`); qty[j]: size (base asset) of an entry ordered on candle j
     (0 = skip). lag 0 ("close"): a signal of candle i orders at i's close; lag 1 ("next_open"):
     at candle i + 1's open, the stop live from that fill (the entry candle can close the trade),
     a SELL pre-empted only by an open through a level.
@@ -728,7 +730,7 @@ EXTRA = ("ambiguous", "ambiguous_5m", "pnl_other", "funding")
 
 @njit(cache=True, parallel=True)
 def sweep_kernel(
-    o: F64, h: F64, lo: F64, c: F64, csum: I64, qty: F64,
+    o: F64, h: F64, lo: F64, c: F64, csum: I64 | F64, qty: F64,
     fasts: I64, slows: I64, capital: float, fee: float, sl_pct: float, tp_pct: float,
     lag: int, stop_base_close: bool, force_end: bool, partial: int,
     slip: float, fund: F64, fnext: I64, d_o: F64, d_h: F64, d_l: F64, dq0: I64, dq1: I64,

@@ -88,6 +88,32 @@ def units_cumsum(close: F64, max_window: int) -> I64:
     return cs
 
 
+_FLOAT_EXACT = 2**53  # every integer of smaller magnitude is a float64, and so is every sum or product below it
+
+
+def signal_cumsum(close: F64, max_window: int) -> I64 | F64:
+    """The cumulative sum the crossover kernels read (len n + 1, starts at 0): :func:`units_cumsum`,
+    or, when it is exact, the same in float64.
+
+    The closes are counted in their greatest common unit (the tick of the data: 0.01 USD for a
+    close of 28.43 and 28.44): when each is below 2**53 / (2 * max_window**2), every number the
+    crossover computes (the running sum, window sums, a window sum times a window length, the
+    difference of two such) is an integer below 2**53, so float64 arithmetic on it is exact and
+    gives the same signs as int64; it is faster (a 64-bit integer multiply is 3 uops on one port,
+    a float multiply one uop on two; ~5-10 % of a sweep). Otherwise the int64 sum."""
+    cs = units_cumsum(close, max_window)
+    u = to_units(close)
+    if len(u) == 0:
+        return cs
+    v = u // int(np.gcd.reduce(u))
+    top = int(v.max())
+    if top * max_window * max_window * 2 >= _FLOAT_EXACT or top * len(v) >= _FLOAT_EXACT:
+        return cs
+    out = np.zeros(len(v) + 1, dtype=np.float64)
+    out[1:] = np.cumsum(v)  # int64 partial sums below 2**53: each converts exactly
+    return out
+
+
 def _near_int(x: F64) -> Bools:
     out: Bools = np.abs(x - np.rint(x)) <= 1e-7 * np.maximum(1.0, np.abs(x))
     return out
@@ -270,7 +296,7 @@ def prepare(frame: pd.DataFrame, rules: Rules, symbol: str, max_window: int, *, 
             else {"fund": np.zeros(len(c)), "fnext": np.full(len(c), len(c), np.int64)})
     return {
         "o": o, "h": h, "lo": lo, "c": c,
-        "csum": units_cumsum(c, max_window),
+        "csum": signal_cumsum(c, max_window),
         "qty": order_qty_array(fill_prices(o, c, rules), rules, symbol),
         **fund,
         **detail_arrays(frame, detail, rules, f"detail[{symbol}]"),
@@ -487,6 +513,6 @@ def sweep_explorer(results: SweepResult | dict[str, SweepResult], mark: tuple[in
 
 __all__ = [
     "AMBIGUITY", "METRICS", "SweepResult", "backtest_pair", "detail_arrays", "funding_arrays", "order_qty_array",
-    "pairs_grid", "prepare", "show_in", "slip_of", "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum",
+    "pairs_grid", "prepare", "show_in", "signal_cumsum", "slip_of", "sweep", "sweep_explorer", "sweep_heatmap", "units_cumsum",
     "windows",
 ]

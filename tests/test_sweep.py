@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from pocklib import backtest
+from pocklib import backtest, kernels
 from pocklib.history import load
 from pocklib.rules import Rules, order_qty
 from pocklib.sample import generate
@@ -24,6 +24,9 @@ from pocklib.sweep import (
     backtest_pair,
     order_qty_array,
     pairs_grid,
+    prepare,
+    signal_cumsum,
+    slip_of,
     sweep,
     sweep_explorer,
     sweep_heatmap,
@@ -146,6 +149,39 @@ def test_ties_are_exact_like_signals() -> None:
     cs = units_cumsum(c, 30)
     u = to_units(c)
     assert (cs[1:] == np.cumsum(u)).all() and cs[0] == 0
+
+
+def test_signal_cumsum_is_float_only_where_exact() -> None:
+    # 0.3 USD on a 0.0001 tick: ~3,000 ticks a close -> the float64 sum, in ticks
+    c = walk(800, 0.3, 2, 0.0001)["close"].to_numpy()
+    cs = signal_cumsum(c, 30)
+    u = to_units(c)
+    assert cs.dtype == np.float64 and (cs[1:] == np.cumsum(u // np.gcd.reduce(u))).all() and cs[0] == 0
+    # BTC on its 0.1 tick at the widest default window: still exact in float64
+    assert signal_cumsum(walk(800, 90_000.0, 3, 0.1)["close"].to_numpy(), 200).dtype == np.float64
+    # 100,000 USD to 8 decimals: window sums x window pass 2**53 -> the int64 sum
+    fine = np.array([100_000.12345678, 100_000.12345679] * 50)
+    assert signal_cumsum(fine, 30).dtype == np.int64
+    assert (signal_cumsum(fine, 30) == units_cumsum(fine, 30)).all()
+
+
+@pytest.mark.parametrize("fill", ["close", "next_open"])
+def test_float_and_int64_sums_give_the_same_sweep(fill: str) -> None:
+    # flat runs (exact MA ties), gap opens, missing candles; every pair of 5-40 x 6-60
+    rules = Rules(fill=fill)
+    for sym, df in (("ETHUSDT", walk(6000, 3_000.0, 8, 0.01)), ("BTCUSDT", load("sample", "BTCUSDT"))):
+        a = prepare(df, rules, sym, 60)
+        assert a["csum"].dtype == np.float64
+        fs, ss = pairs_grid("5-40", "6-60")
+        lag = 0 if fill == "close" else 1
+        args = (float(rules.capital), float(rules.fee_rate), float(rules.stop_loss_pct),
+                float(rules.take_profit_pct), lag, False, True, 1, slip_of(rules), a["fund"], a["fnext"],
+                a["d_o"], a["d_h"], a["d_l"], a["dq0"], a["dq1"])
+        got = kernels.sweep_kernel(a["o"], a["h"], a["lo"], a["c"], a["csum"], a["qty"], fs, ss, *args)
+        want = kernels.sweep_kernel(a["o"], a["h"], a["lo"], a["c"], units_cumsum(a["c"], 60), a["qty"], fs, ss,
+                                    *args)
+        assert got[:, 2].sum() > 1000  # trades
+        np.testing.assert_array_equal(got, want)
 
 
 def test_grid_and_errors() -> None:
