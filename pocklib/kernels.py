@@ -230,7 +230,7 @@ def _block_signals(csum: I64 | F64, i0: int, m: int, fast: int, slow: int, sgn: 
         sig[t] = np.int8((y > 0) & (x <= 0)) - np.int8((y < 0) & (x >= 0))
 
 
-#: Bit 0 of every byte of a uint64 (:func:`_next_buy` reads the signals 8 candles at a time).
+#: Bit 0 of every byte of a uint64 (:func:`_next_signal` reads the signals 8 candles at a time).
 _LOW_BITS = np.uint64(0x0101010101010101)
 _ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -264,9 +264,13 @@ _trailing_zeros: Callable[[Any], int] = _tz_intrinsic  # type: ignore[assignment
 
 
 @njit(cache=True, inline="always")
-def _sell_bits(w: np.uint64) -> np.uint64:
-    """Bit 0 of each byte of ``w`` (8 int8 signals) that holds -1 (a SELL, 0xFF: bits 0 and 1 set)."""
-    return w & (w >> np.uint64(1)) & _LOW_BITS
+def _side_bits(w: np.uint64, sell: bool) -> np.uint64:
+    """Bit 0 of each byte of ``w`` (8 int8 signals) that holds -1 (``sell``) or +1 (a BUY): a -1
+    byte (0xFF) has bits 0 and 1 set, a +1 byte bit 0 only, a 0 byte neither."""
+    x = w >> np.uint64(1)
+    if not sell:
+        x = ~x
+    return w & x & _LOW_BITS
 
 
 @njit(cache=True, inline="always")
@@ -276,43 +280,21 @@ def _from(t: int) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def _next_sell(sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
-    """The first t' >= t with a SELL in the signals ``sig_w`` (8 a word, candle t in byte t % 8),
-    or some t' >= m when there is none before m. Word by word: the first word with the bytes before t
-    cleared, the place by the trailing zero count (bytes of the last word past m are stale: a SELL
-    found there is past m too). Runs once per held stretch (it takes an array, but not per candle)."""
+def _next_signal(sig_w: npt.NDArray[np.uint64], t: int, m: int, sell: bool) -> int:
+    """The first t' >= t with a SELL (``sell``) or a BUY in the signals ``sig_w`` (8 a word, candle t
+    in byte t % 8), or some t' >= m when there is none before m. Word by word: the first word with
+    the bytes before t cleared, the place by the trailing zero count (bytes of the last word past
+    m are stale: a signal found there is past m too). Runs once per flat or held stretch (it
+    takes an array, but not per candle)."""
     if t >= m:
         return t
     w = t >> 3
-    b = _sell_bits(sig_w[np.uint64(w)]) & _from(t)
+    b = _side_bits(sig_w[np.uint64(w)], sell) & _from(t)
     while b == np.uint64(0):
         w += 1
         if (w << 3) >= m:
             return m
-        b = _sell_bits(sig_w[np.uint64(w)])
-    return (w << 3) + (int(_trailing_zeros(b)) >> 3)
-
-
-@njit(cache=True, inline="always")
-def _buy_bits(w: np.uint64) -> np.uint64:
-    """Bit 0 of each byte of ``w`` (8 int8 signals) that holds +1 (a BUY): a -1 byte (0xFF) has
-    bit 1 set too, a 0 byte has bit 0 clear."""
-    return w & ~(w >> np.uint64(1)) & _LOW_BITS
-
-
-@njit(cache=True, inline="always")
-def _next_buy(sig_w: npt.NDArray[np.uint64], t: int, m: int) -> int:
-    """The first t' >= t with a BUY in ``sig_w``, or some t' >= m (as :func:`_next_sell`). Runs once
-    per flat stretch."""
-    if t >= m:
-        return t
-    w = t >> 3
-    b = _buy_bits(sig_w[np.uint64(w)]) & _from(t)
-    while b == np.uint64(0):
-        w += 1
-        if (w << 3) >= m:
-            return m
-        b = _buy_bits(sig_w[np.uint64(w)])
+        b = _side_bits(sig_w[np.uint64(w)], sell)
     return (w << 3) + (int(_trailing_zeros(b)) >> 3)
 
 
@@ -626,7 +608,7 @@ def simulate_pair(
                 # Flat: jump to the next BUY of the block; enter (vectorbt buy_nb) unless it is the
                 # last candle. Whole words of 8 signals without a BUY are skipped at once (bytes of
                 # the last word past m are stale: a BUY found there ends the block).
-                t = _next_buy(sig_w, t, m)
+                t = _next_signal(sig_w, t, m, False)
                 if t >= m:
                     break
                 j = j0 + t
@@ -650,7 +632,7 @@ def simulate_pair(
                 # Holding: the position's next candle of note is the first of its stops' first touch
                 # (ft, shared by every pair), the next SELL (8 signals a word), the next funding
                 # settlement and the forced last candle: no walk over the candles between.
-                j = min(j0 + _next_sell(sig_w, t, m), j_hit, j_brk)
+                j = min(j0 + _next_signal(sig_w, t, m, True), j_hit, j_brk)
                 if j >= j0 + m:
                     break  # held through this block
                 _prefetch(o, j)  # the exit candle's prices, read after the loop below
@@ -693,7 +675,7 @@ def simulate_pair(
                 t += 1
             # The exit on candle j (a touch, a SELL, the forced end). First, the next BUY's candle
             # (what the entry there reads), fetched while this exit is booked.
-            jb = j0 + _next_buy(sig_w, t, m)
+            jb = j0 + _next_signal(sig_w, t, m, False)
             if jb < n:
                 _prefetch(qty, jb)
                 _prefetch(c, jb)

@@ -1,4 +1,4 @@
-"""The sweep's word-wise BUY and SELL searches (pocklib.kernels._next_buy/_next_sell) against a plain
+"""The sweep's word-wise BUY and SELL searches (pocklib.kernels._next_signal) against a plain
 byte scan, its first-touch table (pocklib.kernels.first_touch) against a plain candle walk, and the
 malloc settings of the LocalCluster pocklib starts (pocklib.scan.engine.WORKER_MALLOC)."""
 
@@ -13,9 +13,7 @@ from pocklib import kernels
 
 @njit(cache=False)
 def _call(sig: np.ndarray, t: int, m: int, side: int) -> int:
-    if side > 0:
-        return kernels._next_buy(sig.view(np.uint64), t, m)
-    return kernels._next_sell(sig.view(np.uint64), t, m)
+    return kernels._next_signal(sig.view(np.uint64), t, m, side < 0)
 
 
 def _plain(sig: np.ndarray, t: int, m: int, side: int) -> int:
