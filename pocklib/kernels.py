@@ -597,7 +597,7 @@ def simulate_pair(
     nf = n
     any_fund = fnext[0] < n  # else fnext is n everywhere: not read per entry (a cache miss each)
     j_brk = j_last
-    seg = 0  # while holding: the first held candle not yet on the value curve
+    seg = n  # while holding: the first held candle not yet on the value curve (flat: n)
     j_start = slow + lag  # first order candle whose signal candle i = j - lag has i >= slow
     for j0 in range(j_start, n, BLOCK):
         m = min(n, j0 + BLOCK) - j0
@@ -661,7 +661,8 @@ def simulate_pair(
                 c_max = max(c_max, c_max2)
                 if cash + pos * c_max > peak:
                     peak, trough, max_dd = _curve_over(c, seg, j, cash, pos, peak, trough, max_dd)
-                trough = min(trough, cash + pos * c_min)
+                else:  # (not after a new peak: the lowest close may come before it)
+                    trough = min(trough, cash + pos * c_min)
                 seg = j
                 t = j - j0
                 if j == nf:
