@@ -74,18 +74,26 @@ def ohlc_arrays(frame: pd.DataFrame, name: str = "frame") -> tuple[F64, F64, F64
     return o, h, lo, c
 
 
+def _check_units(u: I64, max_window: int) -> None:
+    if len(u) and int(np.abs(u).max()) * max_window * max_window * 2 >= _INT64_LIMIT:
+        raise ValueError("close: prices too large for exact int64 MA comparison at these windows")
+
+
+def _int_cumsum(u: I64) -> I64:
+    cs = np.zeros(len(u) + 1, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        np.cumsum(u, out=cs[1:])
+    return cs
+
+
 def units_cumsum(close: F64, max_window: int) -> I64:
     """Cumulative sum (len n + 1, starts at 0) of closes in int64 units of 1e-8 USD.
 
     A window sum is ``cs[i + 1] - cs[i + 1 - w]``: exact modulo 2**64 even if the running sum
     wraps, and every product ``sum * window`` used by the crossover must fit in int64."""
     u = to_units(close)
-    if len(u) and int(np.abs(u).max()) * max_window * max_window * 2 >= _INT64_LIMIT:
-        raise ValueError("close: prices too large for exact int64 MA comparison at these windows")
-    cs = np.zeros(len(u) + 1, dtype=np.int64)
-    with np.errstate(over="ignore"):
-        np.cumsum(u, out=cs[1:])
-    return cs
+    _check_units(u, max_window)
+    return _int_cumsum(u)
 
 
 _FLOAT_EXACT = 2**53  # every integer of smaller magnitude is a float64, and so is every sum or product below it
@@ -101,17 +109,16 @@ def signal_cumsum(close: F64, max_window: int) -> I64 | F64:
     difference of two such) is an integer below 2**53, so float64 arithmetic on it is exact and
     gives the same signs as int64; it is faster (a 64-bit integer multiply is 3 uops on one port,
     a float multiply one uop on two; ~5-10 % of a sweep). Otherwise the int64 sum."""
-    cs = units_cumsum(close, max_window)
     u = to_units(close)
-    if len(u) == 0:
-        return cs
-    v = u // int(np.gcd.reduce(u))
-    top = int(v.max())
-    if top * max_window * max_window * 2 >= _FLOAT_EXACT or top * len(v) >= _FLOAT_EXACT:
-        return cs
-    out = np.zeros(len(v) + 1, dtype=np.float64)
-    out[1:] = np.cumsum(v)  # int64 partial sums below 2**53: each converts exactly
-    return out
+    _check_units(u, max_window)
+    if len(u):
+        v = u // int(np.gcd.reduce(u))
+        top = int(v.max())
+        if top * max_window * max_window * 2 < _FLOAT_EXACT and top * len(v) < _FLOAT_EXACT:
+            out = np.zeros(len(v) + 1, dtype=np.float64)
+            out[1:] = np.cumsum(v)  # int64 partial sums below 2**53: each converts exactly
+            return out
+    return _int_cumsum(u)
 
 
 def _near_int(x: F64) -> Bools:
