@@ -675,8 +675,10 @@ def simulate_pair(
                 sg = sig[t]
                 t += 1
             # The exit on candle j (a touch, a SELL, the forced end). First, the next BUY's candle
-            # (what the entry there reads), fetched while this exit is booked.
-            jb = j0 + _next_signal(sig_w, t, m, False)
+            # (what the entry there reads), fetched while this exit is booked; the flat branch
+            # starts there.
+            t_buy = _next_signal(sig_w, t, m, False)
+            jb = j0 + t_buy
             if jb < n:
                 _prefetch(qty, jb)
                 _prefetch(c, jb)
@@ -697,6 +699,7 @@ def simulate_pair(
             n_win, gross_win, gross_loss = _tally(pnl, n_win, gross_win, gross_loss)
             pos = 0.0
             seg = n
+            t = t_buy
             # Value curve after a fill (an entry, or an exit: vectorbt sell_nb of the whole position).
             peak, trough, max_dd = _mark(cash, pos, c[j], peak, trough, max_dd)
     # held to the end (no forced exit): the held candles on the value curve (flat: none, seg = n)
